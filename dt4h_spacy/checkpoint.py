@@ -1,0 +1,196 @@
+"""Reading and writing DT4H multi-task checkpoints.
+
+The published ``.pt`` is ``torch.save(model.state_dict())`` of a module with an
+``encoder`` (a transformers ``AutoModel``) and ``classifiers`` (an ``nn.ModuleDict`` of one
+``nn.Linear`` per task). Older exports name heads ``<prefix>_classifier`` and wrappers add a
+``model.`` prefix or nest the dict; :func:`normalize_state_dict` maps all of them onto the
+authors' layout so the rest of the package sees exactly one.
+"""
+
+import pickle
+import re
+import zipfile
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+
+import torch
+
+from .errors import CheckpointError
+
+ENCODER_PREFIX = "encoder."
+HEAD_PREFIX = "classifiers."
+NESTING_KEYS = ("state_dict", "model_state_dict", "model")
+WRAPPER_PREFIXES = ("model.", "module.")
+LEGACY_HEAD = re.compile(r"^(?P<prefix>.+)_classifier\.(?P<param>weight|bias)$")
+MODERN_HEAD = re.compile(r"^classifiers\.(?P<task>[^.]+)\.(?P<param>weight|bias)$")
+
+StateDict = Dict[str, torch.Tensor]
+PathLike = Union[str, Path]
+
+
+def load_checkpoint_file(path: PathLike, allow_unsafe_pickle: bool = False) -> StateDict:
+    """Load a ``.pt``/``.bin``/``.safetensors`` file into the authors' key layout.
+
+    ``torch.load`` runs with ``weights_only=True`` unless the caller opts in, because a
+    pickled checkpoint from the internet can execute arbitrary code when unpickled.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(
+            f"Checkpoint file not found: {path}. Pass the path of the DT4H .pt file "
+            "(config `checkpoint`), or a Hugging Face repo id when online."
+        )
+    if path.is_dir():
+        raise CheckpointError(f"Checkpoint {path} is a directory; pass the .pt file inside it.")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            raw: Any = load_file(str(path))
+        except Exception as err:
+            raise CheckpointError(f"{path} is not a readable safetensors file: {err}") from err
+    else:
+        raw = _torch_load(path, allow_unsafe_pickle)
+    return normalize_state_dict(raw, source=str(path))
+
+
+def _torch_load(path: Path, allow_unsafe_pickle: bool) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=not allow_unsafe_pickle)
+    except pickle.UnpicklingError as err:
+        if allow_unsafe_pickle:
+            raise CheckpointError(f"{path} could not be unpickled: {err}") from err
+        raise CheckpointError(
+            f"{path} is not a plain state dict: loading it needs full unpickling, which can run "
+            "arbitrary code hidden in the file. It was refused. If you trust the file's source, "
+            "set the config `allow_unsafe_pickle = true` (CLI: --allow-unsafe-pickle), or better, "
+            "re-save it once with torch.save(model.state_dict(), path)."
+        ) from err
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
+        raise CheckpointError(
+            f"{path} is not a readable PyTorch checkpoint (truncated or not a .pt file?): {err}"
+        ) from err
+
+
+def normalize_state_dict(raw: Any, source: str = "checkpoint") -> StateDict:
+    """Return ``encoder.*`` + ``classifiers.<task>.weight|bias`` keys, whatever the export."""
+    if isinstance(raw, torch.nn.Module):
+        raw = raw.state_dict()
+    for key in NESTING_KEYS:
+        if isinstance(raw, Mapping) and key in raw and isinstance(raw[key], (Mapping, torch.nn.Module)):
+            return normalize_state_dict(raw[key], source)
+    if not isinstance(raw, Mapping) or not raw:
+        raise CheckpointError(
+            f"{source} does not hold a state dict (found {type(raw).__name__}). Expected the "
+            "dict written by torch.save(model.state_dict())."
+        )
+    tensors = {k: v for k, v in raw.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
+    tensors = _strip_wrapper_prefix(tensors)
+    normalized: StateDict = {}
+    for key, value in tensors.items():
+        legacy = LEGACY_HEAD.match(key)
+        if legacy and not key.startswith(ENCODER_PREFIX):
+            key = f"{HEAD_PREFIX}{legacy.group('prefix')}_ner.{legacy.group('param')}"
+        normalized[key] = value
+    if not any(k.startswith(ENCODER_PREFIX) for k in normalized) or not head_sizes(normalized):
+        raise CheckpointError(
+            f"{source} is not a DT4H multi-task checkpoint: expected keys 'encoder.*' and "
+            f"'classifiers.<task>.weight' (or '<task>_classifier.weight'); found {_sample(normalized)}."
+        )
+    return normalized
+
+
+def _strip_wrapper_prefix(tensors: StateDict) -> StateDict:
+    for prefix in WRAPPER_PREFIXES:
+        if tensors and all(k.startswith(prefix) for k in tensors):
+            return _strip_wrapper_prefix({k[len(prefix):]: v for k, v in tensors.items()})
+    return tensors
+
+
+def head_sizes(state: StateDict) -> Dict[str, int]:
+    """Task name → number of labels, for every complete head in the state dict."""
+    sizes: Dict[str, int] = {}
+    for key, value in state.items():
+        match = MODERN_HEAD.match(key)
+        if match and match.group("param") == "weight" and value.dim() == 2:
+            if f"{HEAD_PREFIX}{match.group('task')}.bias" in state:
+                sizes[match.group("task")] = int(value.shape[0])
+    return dict(sorted(sizes.items()))
+
+
+def split_state_dict(state: StateDict) -> Tuple[StateDict, Dict[str, StateDict]]:
+    """Separate encoder weights (prefix removed) from per-task head weights."""
+    encoder = {k[len(ENCODER_PREFIX):]: v for k, v in state.items() if k.startswith(ENCODER_PREFIX)}
+    heads: Dict[str, StateDict] = {}
+    for key, value in state.items():
+        match = MODERN_HEAD.match(key)
+        if match:
+            heads.setdefault(match.group("task"), {})[match.group("param")] = value
+    return encoder, heads
+
+
+def save_checkpoint(state: Mapping[str, torch.Tensor], path: PathLike) -> Path:
+    """Write a state dict in the authors' layout: ``.pt`` via torch, else safetensors."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    plain = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+    if path.suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        save_file(plain, str(path))
+    else:
+        torch.save(plain, path)
+    return path
+
+
+def resolve_checkpoint(name_or_path: str, filename: Optional[str] = None) -> Path:
+    """A local file, or the ``.pt`` of a Hugging Face repo (downloaded and cached)."""
+    local = Path(name_or_path).expanduser()
+    if local.exists():
+        if local.is_dir():
+            candidates = sorted(p for p in local.iterdir() if p.suffix in (".pt", ".bin", ".safetensors"))
+            if len(candidates) != 1:
+                raise CheckpointError(
+                    f"Directory {local} holds {len(candidates)} checkpoint files "
+                    f"({[p.name for p in candidates]}); pass the path of one file."
+                )
+            return candidates[0]
+        return local
+    if not _looks_like_repo_id(name_or_path):
+        raise CheckpointError(
+            f"Checkpoint not found: {name_or_path} is neither an existing file nor a Hugging Face "
+            "repo id (owner/name)."
+        )
+    return _download_checkpoint(name_or_path, filename)
+
+
+def _looks_like_repo_id(name: str) -> bool:
+    return re.fullmatch(r"[\w.-]+/[\w.-]+", name) is not None and not name.endswith((".pt", ".bin"))
+
+
+def _download_checkpoint(repo_id: str, filename: Optional[str]) -> Path:
+    from huggingface_hub import hf_hub_download, list_repo_files
+
+    try:
+        if filename is None:
+            weights = [f for f in list_repo_files(repo_id) if f.endswith(".pt")]
+            if len(weights) != 1:
+                raise CheckpointError(
+                    f"Hugging Face repo {repo_id} has {len(weights)} .pt files ({weights}); "
+                    "name one with the config `checkpoint_file`."
+                )
+            filename = weights[0]
+        return Path(hf_hub_download(repo_id, filename))
+    except CheckpointError:
+        raise
+    except Exception as err:
+        raise CheckpointError(
+            f"Could not fetch the checkpoint {repo_id!r} from the Hugging Face Hub ({type(err).__name__}: "
+            f"{err}). Offline? Download the .pt file once and pass its local path as `checkpoint` "
+            "(CLI: --checkpoint path/to/model.pt)."
+        ) from err
+
+
+def _sample(state: Mapping[str, Any], limit: int = 6) -> List[str]:
+    keys = list(state)
+    return keys[:limit] + ([f"... ({len(keys) - limit} more)"] if len(keys) > limit else [])

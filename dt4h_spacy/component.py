@@ -1,0 +1,325 @@
+"""The ``dt4h_disease`` spaCy component.
+
+It reads a doc's non-whitespace tokens as words, routes the doc to the head of its
+language (``doc._.dt4h_lang`` or ``doc.lang_``), and writes ``doc.ents``. The network is
+loaded lazily, on first use or ``nlp.initialize()``, so ``spacy.load`` of a saved pipeline
+never touches the original checkpoint, the base model or the network.
+"""
+
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Union
+
+import numpy
+import srsly
+import torch
+from spacy.language import Language
+from spacy.pipeline import Pipe
+from spacy.tokens import Doc, Span
+from spacy.util import minibatch
+from transformers import AutoConfig, AutoTokenizer
+
+from .checkpoint import load_checkpoint_file, resolve_checkpoint, save_checkpoint
+from .decoding import ORPHAN_I_MODES, decode_bio
+from .errors import CheckpointError
+from .inference import WordTagger
+from .labels import LabelScheme, tasks_by_lang
+from .model import MultiTaskTokenClassifier, load_base_model, model_from_state_dict
+from .spans import entity_spans, word_tokens
+
+DEFAULT_CHECKPOINT = "BSC-NLP4BIA/DT4H_XLM-R_mtl_es-it-ro_disease"
+DEFAULT_BASE_MODEL = "FacebookAI/xlm-roberta-base"
+WEIGHTS_FILE = "model.safetensors"
+
+for _cls, _attr in ((Doc, "dt4h_lang"), (Span, "dt4h_score")):
+    if not _cls.has_extension(_attr):
+        _cls.set_extension(_attr, default=None)
+
+DEFAULT_CONFIG: Dict[str, Any] = {
+    "checkpoint": DEFAULT_CHECKPOINT,
+    "checkpoint_file": None,
+    "base_model": DEFAULT_BASE_MODEL,
+    "tasks": None,
+    "labels": None,
+    "orphan_i": "ignore",
+    "overwrite_ents": False,
+    "batch_size": 32,
+    "max_batch_subwords": 16384,
+    "max_length": 512,
+    "stride": 128,
+    "device": "cpu",
+    "allow_unsafe_pickle": False,
+    "scorer": {"@scorers": "spacy.ner_scorer.v1"},
+}
+
+
+@Language.factory(
+    "dt4h_disease",
+    assigns=["doc.ents", "token.ent_iob", "token.ent_type", "span._.dt4h_score"],
+    default_config=DEFAULT_CONFIG,
+    default_score_weights={"ents_f": 1.0, "ents_p": 0.0, "ents_r": 0.0, "ents_per_type": None},
+)
+def make_dt4h_disease(
+    nlp: Language,
+    name: str,
+    checkpoint: str,
+    checkpoint_file: Optional[str],
+    base_model: str,
+    tasks: Optional[Dict[str, str]],
+    labels: Optional[List[str]],
+    orphan_i: str,
+    overwrite_ents: bool,
+    batch_size: int,
+    max_batch_subwords: Optional[int],
+    max_length: int,
+    stride: int,
+    device: str,
+    allow_unsafe_pickle: bool,
+    scorer: Optional[Callable],
+) -> "DiseaseRecognizer":
+    return DiseaseRecognizer(
+        nlp.vocab,
+        name,
+        checkpoint=checkpoint,
+        checkpoint_file=checkpoint_file,
+        base_model=base_model,
+        tasks=tasks,
+        labels=labels,
+        orphan_i=orphan_i,
+        overwrite_ents=overwrite_ents,
+        batch_size=batch_size,
+        max_batch_subwords=max_batch_subwords,
+        max_length=max_length,
+        stride=stride,
+        device=device,
+        allow_unsafe_pickle=allow_unsafe_pickle,
+        scorer=scorer,
+    )
+
+
+class DiseaseRecognizer(Pipe):
+    """Sets ``doc.ents`` from a DT4H multi-task checkpoint."""
+
+    def __init__(
+        self,
+        vocab,
+        name: str = "dt4h_disease",
+        *,
+        checkpoint: str = DEFAULT_CHECKPOINT,
+        checkpoint_file: Optional[str] = None,
+        base_model: str = DEFAULT_BASE_MODEL,
+        tasks: Optional[Dict[str, str]] = None,
+        labels: Optional[Sequence[str]] = None,
+        orphan_i: str = "ignore",
+        overwrite_ents: bool = False,
+        batch_size: int = 32,
+        max_batch_subwords: Optional[int] = 16384,
+        max_length: int = 512,
+        stride: int = 128,
+        device: str = "cpu",
+        allow_unsafe_pickle: bool = False,
+        scorer: Optional[Callable] = None,
+    ) -> None:
+        if orphan_i not in ORPHAN_I_MODES:
+            raise ValueError(f"orphan_i must be one of {ORPHAN_I_MODES}, got {orphan_i!r}.")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
+        self.vocab = vocab
+        self.name = name
+        self.cfg: Dict[str, Any] = {
+            "checkpoint": checkpoint,
+            "checkpoint_file": checkpoint_file,
+            "base_model": base_model,
+            "tasks": dict(tasks) if tasks else None,
+            "labels": list(labels) if labels else None,
+            "orphan_i": orphan_i,
+            "overwrite_ents": overwrite_ents,
+            "batch_size": batch_size,
+            "max_batch_subwords": max_batch_subwords,
+            "max_length": max_length,
+            "stride": stride,
+            "device": device,
+            "allow_unsafe_pickle": allow_unsafe_pickle,
+        }
+        self.scorer = scorer
+        self._tagger: Optional[WordTagger] = None
+        self._routes: Dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    # -- loading -----------------------------------------------------------------------
+    @property
+    def tagger(self) -> WordTagger:
+        """The loaded network; loads the checkpoint on first access."""
+        if self._tagger is None:
+            with self._lock:
+                if self._tagger is None:
+                    self._install(*self._load_from_config())
+        assert self._tagger is not None
+        return self._tagger
+
+    def initialize(self, get_examples: Optional[Callable[[], Iterable]] = None, *, nlp: Optional[Language] = None) -> None:
+        """Load the checkpoint now rather than on the first document."""
+        self.tagger  # noqa: B018 - loading is the side effect wanted here
+
+    def _load_from_config(self):
+        path = resolve_checkpoint(self.cfg["checkpoint"], self.cfg["checkpoint_file"])
+        state = load_checkpoint_file(path, allow_unsafe_pickle=self.cfg["allow_unsafe_pickle"])
+        config, tokenizer = load_base_model(self.cfg["base_model"])
+        model = model_from_state_dict(state, config)
+        schemes = {task: LabelScheme.for_task(task, self.cfg["labels"]) for task in model.tasks}
+        return model, tokenizer, schemes, self._resolve_routes(model.tasks)
+
+    def _resolve_routes(self, available: Sequence[str]) -> Dict[str, str]:
+        routes = self.cfg["tasks"] or tasks_by_lang(available)
+        unknown = {lang: task for lang, task in routes.items() if task not in available}
+        if unknown:
+            raise CheckpointError(
+                f"The `tasks` config asks for heads {unknown} that the checkpoint does not have. "
+                f"Its heads are: {sorted(available)}."
+            )
+        if not routes:
+            raise CheckpointError(
+                f"No head of the checkpoint names a language (heads: {sorted(available)}). "
+                "Map languages to heads with the `tasks` config, e.g. {\"es\": \"" + sorted(available)[0] + "\"}."
+            )
+        return dict(routes)
+
+    def _install(self, model: MultiTaskTokenClassifier, tokenizer, schemes: Dict[str, LabelScheme], routes: Dict[str, str]) -> None:
+        self._tagger = WordTagger(
+            model=model,
+            tokenizer=tokenizer,
+            schemes=schemes,
+            max_length=self.cfg["max_length"],
+            stride=self.cfg["stride"],
+            batch_size=self.cfg["batch_size"],
+            max_batch_subwords=self.cfg["max_batch_subwords"],
+            device=_torch_device(self.cfg["device"]),
+        )
+        self._routes = routes
+
+    # -- prediction --------------------------------------------------------------------
+    @property
+    def languages(self) -> Dict[str, str]:
+        """Language → head used for it."""
+        self.tagger  # noqa: B018 - routes are known once loaded
+        return dict(self._routes)
+
+    @property
+    def labels(self) -> tuple:
+        if self._tagger is None:
+            return ()
+        return tuple(sorted({t for s in self._tagger.schemes.values() for t in s.entity_types}))
+
+    def __call__(self, doc: Doc) -> Doc:
+        self._annotate([doc])
+        return doc
+
+    def pipe(self, stream: Iterable[Doc], *, batch_size: int = 128) -> Iterator[Doc]:
+        error_handler = self.get_error_handler()
+        for docs in minibatch(stream, size=batch_size):
+            try:
+                self._annotate(docs)
+            except Exception as err:
+                error_handler(self.name, self, docs, err)
+            yield from docs
+
+    def _annotate(self, docs: Sequence[Doc]) -> None:
+        tagger = self.tagger
+        tasks = [self._task_for(doc) for doc in docs]
+        words = [word_tokens(doc) for doc in docs]
+        texts = [[doc[i].text for i in w.tolist()] for doc, w in zip(docs, words)]
+        for doc, w, probs, task in zip(docs, words, tagger.predict(texts, tasks), tasks):
+            label_ids = probs.argmax(axis=1)
+            confidence = probs[numpy.arange(len(label_ids)), label_ids]
+            entities = decode_bio(label_ids, tagger.schemes[task], self.cfg["orphan_i"])
+            self._set_ents(doc, entity_spans(doc, w, entities, confidence))
+
+    def _task_for(self, doc: Doc) -> str:
+        lang = doc._.dt4h_lang or doc.lang_
+        task = self._routes.get(lang)
+        if task is None:
+            raise ValueError(
+                f"The dt4h_disease component has no head for language {lang!r}; it serves "
+                f"{sorted(self._routes)}. Set doc._.dt4h_lang to one of them, or map {lang!r} to a "
+                "head with the `tasks` config."
+            )
+        return task
+
+    def _set_ents(self, doc: Doc, spans: List[Span]) -> None:
+        """Merge new spans with existing ones; existing win unless ``overwrite_ents``."""
+        if not spans:
+            return
+        keep, add = (spans, list(doc.ents)) if self.cfg["overwrite_ents"] else (list(doc.ents), spans)
+        taken = numpy.zeros(len(doc), dtype=bool)
+        for span in keep:
+            taken[span.start : span.end] = True
+        merged = keep + [s for s in add if not taken[s.start : s.end].any()]
+        doc.ents = sorted(merged, key=lambda s: s.start)
+
+    # -- serialization -----------------------------------------------------------------
+    def to_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = ()) -> None:
+        """Weights (safetensors), encoder config, tokenizer, labels and routes: all it needs."""
+        tagger = self.tagger
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        save_checkpoint(tagger.model.state_dict(), path / WEIGHTS_FILE)
+        tagger.model.encoder.config.save_pretrained(path / "encoder")
+        tagger.tokenizer.save_pretrained(path / "tokenizer")
+        srsly.write_json(
+            path / "cfg.json",
+            {
+                "routes": self._routes,
+                "labels": {task: list(s.labels) for task, s in tagger.schemes.items()},
+            },
+        )
+
+    def from_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = ()) -> "DiseaseRecognizer":
+        path = Path(path)
+        saved = srsly.read_json(path / "cfg.json")
+        state = load_checkpoint_file(path / WEIGHTS_FILE)
+        config = AutoConfig.from_pretrained(path / "encoder")
+        tokenizer = AutoTokenizer.from_pretrained(path / "tokenizer", use_fast=True)
+        model = model_from_state_dict(state, config)
+        schemes = {task: LabelScheme(tuple(labels)) for task, labels in saved["labels"].items()}
+        with self._lock:
+            self._install(model, tokenizer, schemes, saved["routes"])
+        return self
+
+    def to_bytes(self, *, exclude: Iterable[str] = ()) -> bytes:
+        with tempfile.TemporaryDirectory() as tmp:
+            self.to_disk(tmp)
+            files = {str(p.relative_to(tmp)): p.read_bytes() for p in Path(tmp).rglob("*") if p.is_file()}
+        return srsly.msgpack_dumps(files)
+
+    def from_bytes(self, data: bytes, *, exclude: Iterable[str] = ()) -> "DiseaseRecognizer":
+        tmp = Path(tempfile.mkdtemp())
+        try:
+            for name, content in srsly.msgpack_loads(data).items():
+                (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+                (tmp / name).write_bytes(content)
+            return self.from_disk(tmp)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def __getstate__(self) -> Dict[str, Any]:
+        state = self.__dict__.copy()
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+
+def _torch_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise ValueError(f"Unknown device {name!r}; use 'cpu', 'cuda', 'cuda:N' or 'auto'.") from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} was requested but CUDA is not available; use device='cpu'.")
+    return device

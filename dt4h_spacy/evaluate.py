@@ -1,0 +1,196 @@
+"""MultiClinAI scoring that reproduces the official scorer's numbers exactly.
+
+Definitions follow ``src/evaluate.py`` of the shared task's MultiClinAIEval repository:
+
+* Prediction rows duplicated on (filename, label, start, end) count once; gold rows are
+  kept as they are. With ``entity`` given, only rows of that label are scored.
+* **Strict**: a gold row matches at most one prediction with the same filename, label, start
+  and end. The official scorer matches greedily, first come first served; since matching is
+  on the exact key, that equals ``min(#gold, #pred)`` per key, which is what we count.
+* **Character-overlap F1**: the pair score of gold span g and predicted span p of the same
+  file and label is the F1 of o/|p| and o/|g| with o = their overlap in characters (0
+  without overlap). Recall is the mean over gold spans of their best pair score, precision
+  the mean over predicted spans of theirs (no one-to-one constraint).
+* Every number is rounded to 4 decimals; F1 is computed from the unrounded P and R.
+
+The official scorer compares every pair of spans in a document; we compare only spans of
+the same (file, label) group whose extents can overlap, which gives the same scores. The
+only possible difference is in the last bit of a float sum (the official order of documents
+is a Python set's); we sum with :func:`math.fsum`, the correctly rounded sum.
+"""
+
+import bisect
+import math
+import warnings
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+from .filenames import lang_from_filename
+from .tsv import Mention, read_mentions
+
+ROUND = 4
+
+
+@dataclass
+class _Tally:
+    """Counts and per-span best scores of some documents, summed before turning into metrics."""
+
+    tp: int = 0
+    n_gold: int = 0
+    n_pred: int = 0
+    gold_scores: List[float] = field(default_factory=list)
+    pred_scores: List[float] = field(default_factory=list)
+
+    def add(self, other: "_Tally") -> None:
+        self.tp += other.tp
+        self.n_gold += other.n_gold
+        self.n_pred += other.n_pred
+        self.gold_scores.extend(other.gold_scores)
+        self.pred_scores.extend(other.pred_scores)
+
+    def metrics(self) -> Dict[str, Dict[str, Any]]:
+        return {"strict": strict_metrics(self.tp, self.n_pred - self.tp, self.n_gold - self.tp),
+                "char_f1": char_metrics(self.gold_scores, self.pred_scores)}
+
+
+def _f1(precision: float, recall: float) -> float:
+    return 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+
+
+def strict_metrics(tp: int, fp: int, fn: int) -> Dict[str, Any]:
+    """P, R, F1 (rounded) with the counts, under the official key names."""
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    return {"precision": round(precision, ROUND), "recall": round(recall, ROUND),
+            "f1": round(_f1(precision, recall), ROUND), "tp": tp, "fp": fp, "fn": fn}
+
+
+def char_metrics(gold_scores: Sequence[float], pred_scores: Sequence[float]) -> Dict[str, Any]:
+    """Mean best pair score of gold spans (recall) and of predicted spans (precision)."""
+    recall = math.fsum(gold_scores) / len(gold_scores) if gold_scores else 0.0
+    precision = math.fsum(pred_scores) / len(pred_scores) if pred_scores else 0.0
+    return {"precision": round(precision, ROUND), "recall": round(recall, ROUND),
+            "f1": round(_f1(precision, recall), ROUND), "n_gold": len(gold_scores), "n_pred": len(pred_scores)}
+
+
+def pair_score(gold: Tuple[int, int], pred: Tuple[int, int]) -> float:
+    """Character-overlap F1 of two spans ``(start, end)``; same arithmetic as the official one."""
+    overlap = min(gold[1], pred[1]) - max(gold[0], pred[0])
+    if overlap <= 0:
+        return 0.0
+    recall = overlap / (gold[1] - gold[0])
+    precision = overlap / (pred[1] - pred[0])
+    return 2 * precision * recall / (precision + recall)
+
+
+def _best_scores(spans: List[Tuple[int, int]], others: List[Tuple[int, int]], spans_are_gold: bool) -> List[float]:
+    """For each span, its best pair score with any of ``others`` (same file and label).
+
+    Only spans that start before this one ends can overlap it; we scan those back from the
+    latest start and stop once no earlier span reaches this span's start.
+    """
+    ordered = sorted(others)
+    starts = [start for start, _ in ordered]
+    reach: List[int] = []  # reach[i]: the largest end among ordered[:i + 1]
+    for _, end in ordered:
+        reach.append(max(end, reach[-1]) if reach else end)
+    best: List[float] = []
+    for span in spans:
+        top = 0.0
+        i = bisect.bisect_left(starts, span[1]) - 1
+        while i >= 0 and reach[i] > span[0]:
+            score = pair_score(span, ordered[i]) if spans_are_gold else pair_score(ordered[i], span)
+            top = max(top, score)
+            i -= 1
+        best.append(top)
+    return best
+
+
+def _tally_group(gold: List[Tuple[int, int]], pred: List[Tuple[int, int]]) -> _Tally:
+    """Score one (filename, label) group; ``pred`` is already deduplicated."""
+    pred_counts = Counter(pred)
+    tp = sum(min(count, pred_counts[span]) for span, count in Counter(gold).items())
+    return _Tally(tp=tp, n_gold=len(gold), n_pred=len(pred),
+                  gold_scores=_best_scores(gold, pred, spans_are_gold=True),
+                  pred_scores=_best_scores(pred, gold, spans_are_gold=False))
+
+
+def _dedupe(mentions: Iterable[Mention]) -> List[Mention]:
+    seen = set()
+    unique = []
+    for mention in mentions:
+        if mention.key not in seen:
+            seen.add(mention.key)
+            unique.append(mention)
+    return unique
+
+
+def _check_inputs(gold: List[Mention], pred: List[Mention], entity: Optional[str],
+                  gold_labels: Iterable[str], pred_labels: Iterable[str]) -> None:
+    """Warn about the mistakes that otherwise show up only as a silent 0."""
+    if entity:
+        for side, rows, labels in (("gold", gold, gold_labels), ("prediction", pred, pred_labels)):
+            present = sorted(set(labels))
+            if not rows and present:
+                warnings.warn(f"No {side} rows have label {entity!r} (labels present: {', '.join(present)}); "
+                              "check --entity, labels are case-sensitive.", stacklevel=3)
+    gold_files = {m.filename for m in gold}
+    pred_files = {m.filename for m in pred}
+    if gold_files and pred_files and not gold_files & pred_files:
+        g, p = min(gold_files), min(pred_files)
+        stripped = {f[:-4] if f.endswith(".txt") else f for f in gold_files}
+        stripped_pred = {f[:-4] if f.endswith(".txt") else f for f in pred_files}
+        hint = (" They differ only by a '.txt' suffix: write both files the same way."
+                if stripped & stripped_pred else "")
+        warnings.warn(f"Gold and prediction share no filename (gold e.g. {g!r}, prediction e.g. {p!r}), "
+                      f"so every gold mention counts as missed.{hint}", stacklevel=3)
+
+
+def evaluate(gold: List[Mention], pred: List[Mention], entity: Optional[str] = None) -> Dict[str, Any]:
+    """Official MultiClinAI metrics of ``pred`` against ``gold`` plus per-language/per-file ones.
+
+    Returns ``{"entity", "strict": {precision, recall, f1, tp, fp, fn}, "char_f1":
+    {precision, recall, f1, n_gold, n_pred}, "per_lang": {lang: {"strict", "char_f1"}},
+    "per_file": {filename: {"strict", "char_f1"}}}``. ``per_lang`` covers files whose name
+    carries a MultiClinNER language code; other files count only in the totals.
+    Warns (``UserWarning``) when the inputs look mismatched rather than truly scoring 0.
+    """
+    pred = _dedupe(pred)
+    gold_labels = [m.label for m in gold]
+    pred_labels = [m.label for m in pred]
+    if entity:
+        gold = [m for m in gold if m.label == entity]
+        pred = [m for m in pred if m.label == entity]
+    _check_inputs(gold, pred, entity, gold_labels, pred_labels)
+
+    groups: Dict[Tuple[str, str], Tuple[List[Tuple[int, int]], List[Tuple[int, int]]]] = defaultdict(lambda: ([], []))
+    for mention in gold:
+        groups[(mention.filename, mention.label)][0].append((mention.start, mention.end))
+    for mention in pred:
+        groups[(mention.filename, mention.label)][1].append((mention.start, mention.end))
+
+    per_file: Dict[str, _Tally] = defaultdict(_Tally)
+    for (filename, _), (gold_spans, pred_spans) in sorted(groups.items()):
+        per_file[filename].add(_tally_group(gold_spans, pred_spans))
+
+    total = _Tally()
+    per_lang: Dict[str, _Tally] = defaultdict(_Tally)
+    for filename in sorted(per_file):
+        total.add(per_file[filename])
+        lang = lang_from_filename(filename)
+        if lang is not None:
+            per_lang[lang].add(per_file[filename])
+
+    result: Dict[str, Any] = {"entity": entity}
+    result.update(total.metrics())
+    result["per_lang"] = {lang: per_lang[lang].metrics() for lang in sorted(per_lang)}
+    result["per_file"] = {name: per_file[name].metrics() for name in sorted(per_file)}
+    return result
+
+
+def evaluate_files(gold_path: Union[str, Path], pred_path: Union[str, Path],
+                   entity: Optional[str] = None) -> Dict[str, Any]:
+    """:func:`evaluate` on two TSV files; raises :class:`~dt4h_spacy.tsv.TSVError` for bad rows."""
+    return evaluate(read_mentions(gold_path), read_mentions(pred_path), entity)

@@ -1,0 +1,99 @@
+"""Word lists → per-word label probabilities, many documents per forward pass."""
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence
+
+import numpy
+import torch
+from transformers import PretrainedConfig, PreTrainedTokenizerFast
+
+from .labels import LabelScheme
+from .model import MultiTaskTokenClassifier
+from .windows import Window, encode_words, make_windows, plan_batches
+
+ROBERTA_LIKE = ("roberta", "xlm-roberta", "camembert", "xlm-roberta-xl")
+
+
+def max_positions(config: PretrainedConfig) -> int:
+    """Usable positions: RoBERTa-style models reserve ``pad_token_id + 1`` of them."""
+    positions = int(config.max_position_embeddings)
+    if config.model_type in ROBERTA_LIKE:
+        positions -= int(config.pad_token_id or 0) + 1
+    return positions
+
+
+@dataclass
+class WordTagger:
+    """A loaded network with its tokenizer and the label scheme of each head."""
+
+    model: MultiTaskTokenClassifier
+    tokenizer: PreTrainedTokenizerFast
+    schemes: Dict[str, LabelScheme]
+    max_length: int = 512
+    stride: int = 128
+    batch_size: int = 32
+    max_batch_subwords: Optional[int] = 16384
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    def __post_init__(self) -> None:
+        limit = max_positions(self.model.encoder.config)
+        if self.max_length > limit:
+            raise ValueError(
+                f"max_length {self.max_length} exceeds the encoder's {limit} positions; "
+                f"set max_length <= {limit}."
+            )
+        for task, scheme in self.schemes.items():
+            width = self.model.classifiers[task].out_features
+            if len(scheme.labels) != width:
+                raise ValueError(
+                    f"Head {task!r} predicts {width} labels but {len(scheme.labels)} were given "
+                    f"({list(scheme.labels)}). Fix the `labels` config to list exactly {width} labels "
+                    "in id order."
+                )
+        self.model.to(self.device).eval()
+
+    def predict(self, docs: Sequence[Sequence[str]], tasks: Sequence[str]) -> List[numpy.ndarray]:
+        """One ``(n_words, n_labels)`` float32 probability array per document.
+
+        A word with no subword (the tokenizer dropped every character) is certain ``O``.
+        """
+        encoded = encode_words(self.tokenizer, docs)
+        probs = [self._outside_only(len(words), task) for words, task in zip(docs, tasks)]
+        windows = make_windows(
+            encoded, self.max_length, self.stride, self.tokenizer.cls_token_id, self.tokenizer.sep_token_id
+        )
+        for batch in plan_batches(windows, self.batch_size, self.max_batch_subwords):
+            self._run_batch([windows[i] for i in batch], tasks, probs)
+        return probs
+
+    def _outside_only(self, n_words: int, task: str) -> numpy.ndarray:
+        labels = self.schemes[task].labels
+        probs = numpy.zeros((n_words, len(labels)), dtype=numpy.float32)
+        probs[:, labels.index("O")] = 1.0
+        return probs
+
+    @torch.inference_mode()
+    def _run_batch(self, windows: List[Window], tasks: Sequence[str], out: List[numpy.ndarray]) -> None:
+        longest = max(len(w.input_ids) for w in windows)
+        ids = numpy.full((len(windows), longest), self.tokenizer.pad_token_id, dtype=numpy.int64)
+        mask = numpy.zeros((len(windows), longest), dtype=numpy.int64)
+        for row, window in enumerate(windows):
+            ids[row, : len(window.input_ids)] = window.input_ids
+            mask[row, : len(window.input_ids)] = 1
+        hidden = self.model.encode(
+            torch.from_numpy(ids).to(self.device), torch.from_numpy(mask).to(self.device)
+        )
+        rows = numpy.concatenate([numpy.full(len(w.positions), r) for r, w in enumerate(windows)])
+        cols = numpy.concatenate([w.positions for w in windows])
+        vectors = hidden[torch.from_numpy(rows).to(self.device), torch.from_numpy(cols).to(self.device)]
+        offsets = numpy.cumsum([0] + [len(w.positions) for w in windows])
+        for task in dict.fromkeys(tasks[w.doc] for w in windows):
+            members = [r for r, w in enumerate(windows) if tasks[w.doc] == task]
+            selected = numpy.concatenate([numpy.arange(offsets[r], offsets[r + 1]) for r in members])
+            logits = self.model.classifiers[task](vectors[torch.from_numpy(selected).to(self.device)])
+            task_probs = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+            start = 0
+            for r in members:
+                window = windows[r]
+                out[window.doc][window.words] = task_probs[start : start + len(window.positions)]
+                start += len(window.positions)

@@ -1,0 +1,125 @@
+"""The multi-task network: one shared encoder, one linear head per task.
+
+Attribute names (``encoder``, ``dropout``, ``classifiers``) are the authors', so
+``state_dict()`` of this module *is* the published checkpoint layout and files move freely
+between their code and ours.
+"""
+
+from pathlib import Path
+from typing import Dict, Mapping, Tuple, Union
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig, PreTrainedTokenizerFast
+
+from .checkpoint import StateDict, _sample, head_sizes, split_state_dict
+from .errors import CheckpointError
+
+IGNORED_BUFFERS = ("embeddings.position_ids", "embeddings.token_type_ids")
+
+
+class MultiTaskTokenClassifier(nn.Module):
+    def __init__(self, encoder: nn.Module, head_sizes: Mapping[str, int], dropout: float = 0.1):
+        super().__init__()
+        self.encoder = encoder
+        self.dropout = nn.Dropout(dropout)
+        hidden = encoder.config.hidden_size
+        self.classifiers = nn.ModuleDict({task: nn.Linear(hidden, n) for task, n in head_sizes.items()})
+
+    @classmethod
+    def from_config(
+        cls,
+        config: PretrainedConfig,
+        head_sizes: Mapping[str, int],
+        dropout: float = 0.1,
+        add_pooling_layer: bool = True,
+    ) -> "MultiTaskTokenClassifier":
+        encoder = AutoModel.from_config(config)
+        if not add_pooling_layer and hasattr(encoder, "pooler"):
+            encoder.pooler = None
+        return cls(encoder, head_sizes, dropout)
+
+    @property
+    def tasks(self) -> Tuple[str, ...]:
+        return tuple(self.classifiers.keys())
+
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Contextual subword vectors, shared by every head."""
+        return self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, task: str) -> torch.Tensor:
+        """Per-subword logits of one head: the authors' ``model(..., task=...)`` contract."""
+        return self.classifiers[task](self.dropout(self.encode(input_ids, attention_mask)))
+
+
+def model_from_state_dict(state: StateDict, config: PretrainedConfig) -> MultiTaskTokenClassifier:
+    """Build the network for ``config`` and load ``state``, failing loudly on any mismatch."""
+    encoder_state, heads = split_state_dict(state)
+    sizes = head_sizes(state)
+    for task, params in heads.items():
+        weight = params.get("weight")
+        if weight is None or "bias" not in params:
+            raise CheckpointError(f"Head {task!r} is incomplete: it needs both weight and bias.")
+        if weight.dim() != 2 or weight.shape[1] != config.hidden_size:
+            raise CheckpointError(
+                f"Head {task!r} has weight shape {tuple(weight.shape)}, but the encoder's hidden size "
+                f"is {config.hidden_size}. The checkpoint and `base_model` do not belong together."
+            )
+    has_pooler = any(k.startswith("pooler.") for k in encoder_state)
+    model = MultiTaskTokenClassifier.from_config(config, sizes, add_pooling_layer=has_pooler)
+    try:
+        missing, unexpected = model.encoder.load_state_dict(encoder_state, strict=False)
+    except RuntimeError as err:
+        raise CheckpointError(
+            f"The checkpoint's encoder weights do not fit the `base_model` config "
+            f"({config.model_type}, hidden {config.hidden_size}, {config.num_hidden_layers} layers): {err}"
+        ) from err
+    missing = [k for k in missing if k not in IGNORED_BUFFERS]
+    unexpected = [k for k in unexpected if k not in IGNORED_BUFFERS]
+    if missing or unexpected:
+        raise CheckpointError(
+            "The checkpoint's encoder does not match the `base_model` architecture "
+            f"({config.model_type}, {config.num_hidden_layers} layers). "
+            f"Missing from the checkpoint: {_sample(dict.fromkeys(missing))}; "
+            f"not expected: {_sample(dict.fromkeys(unexpected))}. "
+            "Use the base model the checkpoint was trained from."
+        )
+    for task, params in heads.items():
+        model.classifiers[task].load_state_dict(params)
+    return model.eval()
+
+
+def load_base_model(name_or_path: Union[str, Path]) -> Tuple[PretrainedConfig, PreTrainedTokenizerFast]:
+    """Encoder config and fast tokenizer from a local directory or a hub name."""
+    source = str(name_or_path)
+    local = Path(source).expanduser()
+    if local.exists() and not (local / "config.json").exists():
+        raise CheckpointError(
+            f"base_model directory {local} has no config.json. It must hold the encoder's "
+            "config.json and tokenizer files (e.g. from AutoTokenizer/AutoConfig.save_pretrained)."
+        )
+    try:
+        config = AutoConfig.from_pretrained(source)
+    except OSError as err:
+        raise CheckpointError(_offline_message(source, "config.json", err)) from err
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, use_fast=True)
+    except (OSError, ValueError, TypeError) as err:
+        raise CheckpointError(_offline_message(source, "tokenizer files", err)) from err
+    if not getattr(tokenizer, "is_fast", False):
+        raise CheckpointError(
+            f"base_model {source} has no fast tokenizer (tokenizer.json); word alignment needs one."
+        )
+    return config, tokenizer
+
+
+def _offline_message(source: str, what: str, err: Exception) -> str:
+    return (
+        f"Could not load the {what} of base_model {source!r}: {err}. If you are offline, save the "
+        "base model's config and tokenizer to a directory once (AutoConfig/AutoTokenizer "
+        "`.save_pretrained(dir)`) and pass that directory as `base_model` (CLI: --base-model DIR)."
+    )
+
+
+def head_size_table(model: MultiTaskTokenClassifier) -> Dict[str, int]:
+    return {task: head.out_features for task, head in model.classifiers.items()}

@@ -1,0 +1,56 @@
+"""Entity word ranges → spaCy spans on the document's own tokens.
+
+Each entity is cut at every line break between its words (a MultiClinAI TSV row holds one
+line), then stripped of leading and trailing punctuation tokens, as the authors trim edge
+punctuation. Spans are token-aligned, so their text always equals the document's slice.
+"""
+
+import re
+from typing import List, Sequence
+
+import numpy
+from spacy.tokens import Doc, Span
+
+from .decoding import WordEntity
+
+LINE_BREAK = re.compile(r"[\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
+
+
+def word_tokens(doc: Doc) -> numpy.ndarray:
+    """Indices of the tokens the model reads: every token that is not whitespace only."""
+    return numpy.array([t.i for t in doc if not t.is_space], dtype=numpy.int64)
+
+
+def line_break_before(doc: Doc, words: numpy.ndarray) -> numpy.ndarray:
+    """For each word, whether a line break separates it from the previous word."""
+    breaks = numpy.array([m.start() for m in LINE_BREAK.finditer(doc.text)], dtype=numpy.int64)
+    if not len(words) or not len(breaks):
+        return numpy.zeros(len(words), dtype=bool)
+    starts = numpy.array([doc[i].idx for i in words.tolist()], dtype=numpy.int64)
+    prev_ends = numpy.r_[0, [doc[i].idx + len(doc[i]) for i in words[:-1].tolist()]]
+    return numpy.searchsorted(breaks, starts) > numpy.searchsorted(breaks, prev_ends)
+
+
+def entity_spans(
+    doc: Doc,
+    words: numpy.ndarray,
+    entities: Sequence[WordEntity],
+    confidence: numpy.ndarray,
+) -> List[Span]:
+    """Spans for ``entities`` (word ranges), each with ``span._.dt4h_score`` set."""
+    if not entities:
+        return []
+    cut = line_break_before(doc, words)
+    spans: List[Span] = []
+    for start, end, label in entities:
+        pieces = numpy.flatnonzero(cut[start + 1 : end]) + start + 1
+        for lo, hi in zip([start, *pieces.tolist()], [*pieces.tolist(), end]):
+            while lo < hi and doc[int(words[lo])].is_punct:
+                lo += 1
+            while lo < hi and doc[int(words[hi - 1])].is_punct:
+                hi -= 1
+            if lo < hi:
+                span = Span(doc, int(words[lo]), int(words[hi - 1]) + 1, label=label)
+                span._.dt4h_score = float(confidence[lo:hi].mean())
+                spans.append(span)
+    return spans

@@ -1,0 +1,222 @@
+"""Tiny, offline stand-ins for xlm-roberta-base and the DT4H checkpoint.
+
+Tests (ours and users') cannot download the real 1 GB model, so these builders make a
+model of the same kind in a second: a Unigram tokenizer trained on a few es/it/ro
+sentences with XLM-R's special tokens and post-processor, a 2-layer random XLM-R encoder
+and one head per task, saved exactly as the authors save theirs.
+"""
+
+from pathlib import Path
+from typing import Dict, Iterable, Mapping, Optional, Sequence, Tuple, Union
+
+import torch
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from transformers import XLMRobertaConfig, XLMRobertaTokenizerFast
+
+from .checkpoint import save_checkpoint
+from .model import MultiTaskTokenClassifier
+
+TASKS = ("disease_es_ner", "disease_it_ner", "disease_ro_ner")
+SPECIAL_TOKENS = ("<s>", "<pad>", "</s>", "<unk>")
+LAYOUTS = ("authors", "legacy", "prefixed", "nested")
+
+SENTENCES = (
+    "Paciente de 54 años con miocarditis aguda y fibrilación auricular paroxística.",
+    "Se diagnosticó insuficiencia cardíaca congestiva con disnea de esfuerzo.",
+    "Antecedentes de diabetes mellitus tipo 2, hipertensión arterial y dislipemia.",
+    "La ecocardiografía mostró una miocardiopatía dilatada sin derrame pericárdico.",
+    "El paciente refiere dolor torácico opresivo irradiado al brazo izquierdo.",
+    "Paziente di 67 anni con infarto miocardico acuto e scompenso cardiaco.",
+    "Si osserva fibrillazione atriale permanente e insufficienza mitralica severa.",
+    "Anamnesi di diabete mellito, ipertensione arteriosa e broncopneumopatia cronica.",
+    "La risonanza ha mostrato una cardiomiopatia ipertrofica ostruttiva.",
+    "Pacient în vârstă de 61 de ani cu infarct miocardic acut și fibrilație atrială.",
+    "Se constată insuficiență cardiacă congestivă și hipertensiune arterială.",
+    "Antecedente de diabet zaharat tip 2 și boală pulmonară obstructivă cronică.",
+    "Ecocardiografia a evidențiat cardiomiopatie dilatată cu regurgitare mitrală.",
+    "Numbers 0 1 2 3 4 5 6 7 8 9 and punctuation . , ; : ( ) [ ] - / % + = ' \" ? ! « »",
+)
+
+PathLike = Union[str, Path]
+
+
+def build_tokenizer(sentences: Iterable[str] = SENTENCES, vocab_size: int = 400) -> XLMRobertaTokenizerFast:
+    """An XLM-R-style sentencepiece Unigram tokenizer, trained locally and deterministically."""
+    tokenizer = Tokenizer(models.Unigram())
+    tokenizer.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Replace(r"\s+", " ")])
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    tokenizer.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+    trainer = trainers.UnigramTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIAL_TOKENS),
+        unk_token="<unk>",
+        shrinking_factor=0.75,
+        max_piece_length=12,
+        n_sub_iterations=2,
+    )
+    tokenizer.train_from_iterator(list(sentences), trainer=trainer)
+    tokenizer.add_special_tokens(["<mask>"])
+    bos, eos = tokenizer.token_to_id("<s>"), tokenizer.token_to_id("</s>")
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>",
+        pair="<s> $A </s> </s> $B </s>",
+        special_tokens=[("<s>", bos), ("</s>", eos)],
+    )
+    return XLMRobertaTokenizerFast(
+        tokenizer_object=tokenizer,
+        bos_token="<s>",
+        eos_token="</s>",
+        sep_token="</s>",
+        cls_token="<s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        mask_token="<mask>",
+        model_max_length=512,
+    )
+
+
+def tiny_config(vocab_size: int, max_positions: int = 514, hidden: int = 32, layers: int = 2) -> XLMRobertaConfig:
+    return XLMRobertaConfig(
+        vocab_size=vocab_size,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        intermediate_size=hidden * 2,
+        max_position_embeddings=max_positions,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+        type_vocab_size=1,
+    )
+
+
+def build_tiny_base_model(path: PathLike, max_positions: int = 514, hidden: int = 32, layers: int = 2) -> Path:
+    """A directory that stands in for ``FacebookAI/xlm-roberta-base``: config + tokenizer."""
+    path = Path(path)
+    tokenizer = build_tokenizer()
+    tokenizer.save_pretrained(path)
+    tiny_config(len(tokenizer), max_positions, hidden, layers).save_pretrained(path)
+    return path
+
+
+def build_tiny_model(base_model: PathLike, tasks: Sequence[str] = TASKS, seed: int = 0) -> MultiTaskTokenClassifier:
+    """The authors' module (encoder + dropout + ModuleDict of heads) with random weights."""
+    from transformers import AutoConfig
+
+    torch.manual_seed(seed)
+    config = AutoConfig.from_pretrained(base_model)
+    return MultiTaskTokenClassifier.from_config(config, {task: 3 for task in tasks}).eval()
+
+
+def layout_state_dict(state: Mapping[str, torch.Tensor], layout: str = "authors") -> Dict[str, object]:
+    """Re-express an authors'-layout state dict in one of the layouts found in the wild."""
+    if layout == "authors":
+        return dict(state)
+    if layout == "legacy":
+        out: Dict[str, object] = {}
+        for key, value in state.items():
+            if key.startswith("classifiers."):
+                _, task, param = key.split(".")
+                key = f"{task[: -len('_ner')]}_classifier.{param}"
+            out[key] = value
+        return out
+    if layout == "prefixed":
+        return {f"model.{key}": value for key, value in state.items()}
+    if layout == "nested":
+        return {"model_state_dict": dict(state), "epoch": 3}
+    raise ValueError(f"Unknown layout {layout!r}; choose from {LAYOUTS}.")
+
+
+def build_tiny_checkpoint(
+    path: PathLike,
+    base_model: PathLike,
+    tasks: Sequence[str] = TASKS,
+    seed: int = 0,
+    layout: str = "authors",
+    model: Optional[MultiTaskTokenClassifier] = None,
+) -> Path:
+    """Save a (random or given) tiny model as ``torch.save(state_dict)``, in ``layout``."""
+    model = model if model is not None else build_tiny_model(base_model, tasks, seed)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(layout_state_dict(model.state_dict(), layout), path)
+    return path
+
+
+# -- a model that has learned something --------------------------------------------------
+
+DISEASES: Dict[str, Tuple[str, ...]] = {
+    "es": ("miocarditis", "diabetes", "neumonía"),
+    "it": ("scompenso", "ipertensione", "polmonite"),
+    "ro": ("infarct", "diabet", "pneumonie"),
+}
+FILLERS: Dict[str, Tuple[str, ...]] = {
+    "es": ("el", "paciente", "presenta", "con", "de", "la", "dolor", "hoy", "y"),
+    "it": ("il", "paziente", "presenta", "con", "di", "la", "dolore", "oggi", "e"),
+    "ro": ("pacientul", "prezintă", "cu", "de", "la", "durere", "azi", "și", "un"),
+}
+LANG_TASK = {"es": "disease_es_ner", "it": "disease_it_ner", "ro": "disease_ro_ner"}
+
+
+def synthetic_sentences(lang: str, n: int, seed: int = 0) -> list:
+    """Word lists with BIO tags: one or two diseases of ``lang`` among filler words.
+
+    Diseases of the other languages appear untagged, so a head only learns its own.
+    """
+    import random
+
+    rng = random.Random(f"{lang}-{seed}")
+    others = [d for other, ds in DISEASES.items() if other != lang for d in ds]
+    data = []
+    for _ in range(n):
+        words = [rng.choice(FILLERS[lang]) for _ in range(rng.randint(4, 9))]
+        tags = ["O"] * len(words)
+        for _ in range(rng.randint(1, 2)):
+            i = rng.randrange(len(words) + 1)
+            if rng.random() < 0.5:
+                words[i:i] = [rng.choice(DISEASES[lang]), "aguda" if lang == "es" else "acuta" if lang == "it" else "acut"]
+                tags[i:i] = ["B-DISEASE", "I-DISEASE"]
+            else:
+                words[i:i] = [rng.choice(DISEASES[lang])]
+                tags[i:i] = ["B-DISEASE"]
+        i = rng.randrange(len(words) + 1)
+        words[i:i] = [rng.choice(others)]
+        tags[i:i] = ["O"]
+        data.append((words, tags))
+    return data
+
+
+def train_tiny_model(base_model: PathLike, steps: int = 150, seed: int = 0) -> MultiTaskTokenClassifier:
+    """Teach a tiny model each head's own disease words, in a few seconds on a CPU."""
+    from .labels import default_labels
+    from .windows import encode_words
+
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base_model)
+    model = build_tiny_model(base_model, TASKS, seed).train()
+    label_ids = {label: i for i, label in enumerate(default_labels("disease_es_ner"))}
+    batches = []
+    for lang, task in LANG_TASK.items():
+        sentences = synthetic_sentences(lang, 64, seed)
+        encoded = encode_words(tokenizer, [words for words, _ in sentences])
+        length = max(len(e.subword_ids) for e in encoded) + 2
+        ids = torch.full((len(encoded), length), tokenizer.pad_token_id)
+        mask = torch.zeros((len(encoded), length), dtype=torch.long)
+        targets = torch.full((len(encoded), length), -100)
+        for row, (enc, (_, tags)) in enumerate(zip(encoded, sentences)):
+            n = len(enc.subword_ids)
+            ids[row, 0], ids[row, 1 : n + 1], ids[row, n + 1] = tokenizer.cls_token_id, torch.from_numpy(enc.subword_ids), tokenizer.sep_token_id
+            mask[row, : n + 2] = 1
+            targets[row, torch.from_numpy(enc.first_subword + 1)] = torch.tensor([label_ids[t] for t in tags])
+        batches.append((task, ids, mask, targets))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    loss_fn = torch.nn.CrossEntropyLoss(ignore_index=-100)
+    for step in range(steps):
+        task, ids, mask, targets = batches[step % len(batches)]
+        logits = model(ids, mask, task)
+        loss = loss_fn(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return model.eval()

@@ -1,0 +1,132 @@
+"""Words → subwords → encoder-sized windows, and back.
+
+This is the one place that aligns words with subwords: a word is represented by its
+*first* subword (as in the authors' training). Long documents are cut into overlapping
+windows by subword count; each word is read from the window where it sits most centrally,
+so it has the most context on both sides.
+"""
+
+from dataclasses import dataclass
+from typing import Iterator, List, Optional, Sequence
+
+import numpy
+from transformers import PreTrainedTokenizerFast
+
+
+@dataclass
+class EncodedWords:
+    """One word list as subwords (no special tokens)."""
+
+    subword_ids: numpy.ndarray  # (n_subwords,)
+    first_subword: numpy.ndarray  # (n_words,) index into subword_ids; -1 for a word with no subword
+
+    @property
+    def n_words(self) -> int:
+        return len(self.first_subword)
+
+
+@dataclass
+class Window:
+    """A slice of one document's subwords that fits the encoder, plus the words it answers for."""
+
+    doc: int
+    input_ids: numpy.ndarray  # with the special tokens
+    positions: numpy.ndarray  # position, inside input_ids, of each owned word's first subword
+    words: numpy.ndarray  # index of each owned word in the document's word list
+
+
+def encode_words(tokenizer: PreTrainedTokenizerFast, docs: Sequence[Sequence[str]]) -> List[EncodedWords]:
+    """Tokenize many word lists in one call to the Rust tokenizer."""
+    if not docs:
+        return []
+    nonempty = [i for i, words in enumerate(docs) if words]
+    batch = tokenizer(
+        [list(docs[i]) for i in nonempty],
+        is_split_into_words=True,
+        add_special_tokens=False,
+        return_attention_mask=False,
+        return_token_type_ids=False,
+    )
+    encoded = [EncodedWords(numpy.zeros(0, numpy.int64), numpy.zeros(0, numpy.int64)) for _ in docs]
+    for row, i in enumerate(nonempty):
+        ids = numpy.asarray(batch["input_ids"][row], dtype=numpy.int64)
+        word_ids = numpy.array([-1 if w is None else w for w in batch.word_ids(row)], dtype=numpy.int64)
+        first = numpy.full(len(docs[i]), -1, dtype=numpy.int64)
+        starts = numpy.flatnonzero(numpy.r_[True, word_ids[1:] != word_ids[:-1]] & (word_ids >= 0))
+        first[word_ids[starts]] = starts
+        encoded[i] = EncodedWords(ids, first)
+    return encoded
+
+
+def window_bounds(n_subwords: int, size: int, stride: int) -> List[tuple]:
+    """``[start, end)`` subword ranges of ``size`` that overlap by ``stride``."""
+    if n_subwords <= size:
+        return [(0, n_subwords)]
+    step = size - stride
+    starts = list(range(0, n_subwords - size, step)) + [n_subwords - size]
+    return [(start, start + size) for start in starts]
+
+
+def make_windows(
+    encoded: Sequence[EncodedWords],
+    max_length: int,
+    stride: int,
+    cls_id: int,
+    sep_id: int,
+) -> List[Window]:
+    """Cut every document into windows of at most ``max_length`` ids (specials included)."""
+    size = max_length - 2
+    if size < 1 or not 0 <= stride < size:
+        raise ValueError(
+            f"stride ({stride}) must be at least 0 and smaller than max_length - 2 ({size})."
+        )
+    windows: List[Window] = []
+    for doc, enc in enumerate(encoded):
+        words = numpy.flatnonzero(enc.first_subword >= 0)
+        if not len(words):
+            continue
+        first = enc.first_subword[words]
+        bounds = window_bounds(len(enc.subword_ids), size, stride)
+        owner = _most_central(first, bounds, len(enc.subword_ids))
+        for k, (start, end) in enumerate(bounds):
+            owned = owner == k
+            if not owned.any():
+                continue
+            ids = numpy.concatenate(([cls_id], enc.subword_ids[start:end], [sep_id]))
+            windows.append(Window(doc, ids, first[owned] - start + 1, words[owned]))
+    return windows
+
+
+def _most_central(first: numpy.ndarray, bounds: Sequence[tuple], n_subwords: int) -> numpy.ndarray:
+    """For each word, the window whose nearest *cut* edge is farthest from it.
+
+    A document's own start and end are not cuts: nothing was hidden from the model there.
+    """
+    starts = numpy.array([b[0] for b in bounds])[:, None]
+    ends = numpy.array([b[1] for b in bounds])[:, None]
+    big = numpy.iinfo(numpy.int64).max
+    left = numpy.where(starts > 0, first[None, :] - starts, big)
+    right = numpy.where(ends < n_subwords, ends - 1 - first[None, :], big)
+    margin = numpy.minimum(left, right)
+    inside = (first[None, :] >= starts) & (first[None, :] < ends)
+    return numpy.where(inside, margin, -1).argmax(axis=0)
+
+
+def plan_batches(windows: Sequence[Window], batch_size: int, max_batch_subwords: Optional[int]) -> Iterator[List[int]]:
+    """Group windows of similar length so padding stays small.
+
+    Longest first, so the first batch shows at once whether memory suffices.
+    """
+    order = sorted(range(len(windows)), key=lambda i: -len(windows[i].input_ids))
+    batch: List[int] = []
+    for i in order:
+        longest = len(windows[batch[0]].input_ids) if batch else len(windows[i].input_ids)
+        full = len(batch) >= batch_size or (
+            max_batch_subwords is not None and batch and (len(batch) + 1) * longest > max_batch_subwords
+        )
+        if full:
+            yield batch
+            batch = []
+        batch.append(i)
+    if batch:
+        yield batch
