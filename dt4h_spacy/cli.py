@@ -1,0 +1,324 @@
+"""``dt4h-spacy``: annotate folders of clinical text, score against the shared task, build corpora.
+
+One function per command; options shared by several commands are defined once below so
+new commands (train, visualize, …) reuse them. Exit codes: 0 success, 1 some input could
+not be used (reported, the rest was still processed), 2 bad options or an unusable model.
+"""
+
+import json
+import os
+import re
+import sys
+import warnings
+from collections import defaultdict
+from pathlib import Path
+from typing import Annotated, Any, Dict, Iterator, List, Optional, Tuple
+
+import spacy
+import typer
+from spacy.language import Language
+from spacy.tokens import Doc
+from tqdm import tqdm
+
+from .component import DiseaseRecognizer
+from .corpus import build_docbins, read_brat_corpus, read_tsv_corpus, write_docbins
+from .evaluate import evaluate_files
+from .filenames import lang_from_filename
+from .textfiles import Failure, atomic_write, find_txt_files, read_documents
+from .tsv import Mention, TSVError, write_mentions
+
+FACTORY = "dt4h_disease"
+LANG_CODE = re.compile(r"^(auto|[a-z]{2,3})$")
+
+app = typer.Typer(
+    name="dt4h-spacy",
+    help="Clinical disease NER with the DT4H multi-task model, in MultiClinAI shared-task formats.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+    rich_markup_mode=None,
+)
+
+
+def _check_lang(value: str) -> str:
+    if not LANG_CODE.match(value):
+        raise typer.BadParameter(f"{value!r} is not a language code; use es, it, ro or auto.")
+    return value
+
+
+LangOption = Annotated[str, typer.Option(
+    "--lang", callback=_check_lang,
+    help="Language of the texts: es, it, ro, or auto to read it from MultiClinNER file names "
+         "(MultiClinNER-es-test-disease-00019.txt -> es).")]
+RecursiveOption = Annotated[bool, typer.Option(
+    "--recursive", "-r", help="Also read .txt files in subfolders (symlinked folders are not followed).")]
+QuietOption = Annotated[bool, typer.Option(
+    "--quiet", "-q", help="No progress bar and no summary; problems are still reported on stderr.")]
+EntityOption = Annotated[Optional[str], typer.Option(
+    "--entity", help="Keep only mentions of this label (e.g. DISEASE); labels are case-sensitive.")]
+
+
+def _error(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+
+
+def _report_failures(failures: List[Failure]) -> None:
+    for failure in failures:
+        _error(f"skipped {failure}")
+
+
+# --------------------------------------------------------------------------- predict
+
+
+def _doc_langs(paths: List[Path], lang: str) -> Dict[str, List[Path]]:
+    """Files grouped by the language whose head annotates them; ``auto`` reads file names."""
+    if lang != "auto":
+        return {lang: paths} if paths else {}
+    groups: Dict[str, List[Path]] = defaultdict(list)
+    missing = []
+    for path in paths:
+        code = lang_from_filename(path.name)
+        if code is None:
+            missing.append(path.name)
+        else:
+            groups[code].append(path)
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise typer.BadParameter(
+            f"'auto' needs MultiClinNER file names like MultiClinNER-es-test-disease-00019.txt, "
+            f"but {len(missing)} file(s) carry no language: {shown}. Pass the language, e.g. --lang es.",
+            param_hint="--lang")
+    return dict(groups)
+
+
+def _component_overrides(model_dir: Path, overrides: Dict[str, Any]) -> Dict[str, Any]:
+    """Config overrides that apply ``overrides`` to every dt4h_disease component of a saved pipeline."""
+    config = spacy.util.load_config(model_dir / "config.cfg")
+    names = [name for name, block in config.get("components", {}).items() if block.get("factory") == FACTORY]
+    return {f"components.{name}.{key}": value for name in names for key, value in overrides.items()}
+
+
+def _load_pipelines(langs: List[str], model_dir: Optional[Path], config: Dict[str, Any],
+                    runtime: Dict[str, Any]) -> Dict[str, Language]:
+    """One pipeline per language, all sharing one loaded network.
+
+    With ``--model`` the saved pipeline serves every language (docs are routed by
+    ``doc._.dt4h_lang``). Otherwise each language gets ``spacy.blank(lang)`` for its own
+    tokenizer, and the component built for the first is sourced into the others.
+    """
+    if model_dir is not None:
+        nlp = spacy.load(model_dir, config=_component_overrides(model_dir, runtime))
+        return {lang: nlp for lang in langs}
+    pipelines: Dict[str, Language] = {}
+    for lang in langs:
+        nlp = spacy.blank(lang)
+        if not pipelines:
+            nlp.add_pipe(FACTORY, config={**config, **runtime})
+        else:
+            with warnings.catch_warnings():  # W113: blank pipelines have no vectors to differ in
+                warnings.filterwarnings("ignore", message=r".*\[W113\]")
+                nlp.add_pipe(FACTORY, source=next(iter(pipelines.values())))
+        pipelines[lang] = nlp
+    return pipelines
+
+
+def _check_languages(pipelines: Dict[str, Language]) -> None:
+    """Load the network now and refuse languages it has no head for, before reading any file."""
+    for lang, nlp in pipelines.items():
+        for _, component in nlp.pipeline:
+            if isinstance(component, DiseaseRecognizer) and lang not in component.languages:
+                served = component.languages
+                raise typer.BadParameter(
+                    f"the model has no head for language {lang!r}; it serves {', '.join(sorted(served))}.",
+                    param_hint="--lang")
+
+
+def _annotate(pipelines: Dict[str, Language], groups: Dict[str, List[Path]], batch_size: int,
+              failures: List[Failure], progress: Any) -> Iterator[Tuple[str, Doc]]:
+    """(name, annotated doc) for every readable file; unreadable ones go to ``failures``."""
+    for lang, paths in groups.items():
+        nlp = pipelines[lang]
+
+        def docs() -> Iterator[Tuple[Doc, str]]:
+            for item in read_documents(paths):
+                if isinstance(item, Failure):
+                    failures.append(item)
+                    progress.update(1)
+                    continue
+                doc = nlp.make_doc(item.text)
+                doc._.dt4h_lang = lang
+                yield doc, item.name
+
+        for doc, name in nlp.pipe(docs(), as_tuples=True, batch_size=batch_size):
+            progress.update(1)
+            yield name, doc
+
+
+@app.command("predict")
+def predict_command(
+    input_dir: Annotated[Path, typer.Argument(metavar="INPUT_DIR", help="Folder of UTF-8 .txt files to annotate.", show_default=False)],
+    output: Annotated[Path, typer.Argument(metavar="OUTPUT", help="MultiClinAI TSV to write (filename label start_span end_span text).",
+                                           show_default=False)],
+    lang: LangOption = "auto",
+    checkpoint: Annotated[Optional[str], typer.Option(
+        help="DT4H multi-task .pt file (or a Hugging Face repo id, which needs network). "
+             "Default: the published es-it-ro disease model.", show_default=False)] = None,
+    base_model: Annotated[Optional[str], typer.Option(
+        help="Folder (or hub id) with the encoder config and tokenizer the checkpoint was trained from. "
+             "Default: FacebookAI/xlm-roberta-base.", show_default=False)] = None,
+    model: Annotated[Optional[Path], typer.Option(
+        "--model", help="A saved spaCy pipeline folder (nlp.to_disk) to use instead of --checkpoint/--base-model.",
+        show_default=False)] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Documents per batch.")] = 32,
+    device: Annotated[str, typer.Option(help="Where the network runs: cpu, cuda, cuda:N or auto.")] = "cpu",
+    recursive: RecursiveOption = False,
+    quiet: QuietOption = False,
+) -> None:
+    """Annotate every .txt in INPUT_DIR and write the mentions as a MultiClinAI TSV.
+
+    Offsets index each file's own characters (UTF-8, line endings as stored, a leading BOM
+    dropped). A file that cannot be read is reported and skipped; the others are still
+    written. The TSV appears only when complete. Exit code 1 if any file failed.
+    """
+    if model is not None and (checkpoint or base_model):
+        raise typer.BadParameter("use either --model or --checkpoint/--base-model, not both.", param_hint="--model")
+    if not output.parent.is_dir() or not os.access(output.parent, os.W_OK):
+        raise typer.BadParameter(f"cannot write into {output.parent}: it does not exist or is not writable.",
+                                 param_hint="OUTPUT")
+    try:
+        paths, failures = find_txt_files(input_dir, recursive)
+    except OSError as err:
+        raise typer.BadParameter(str(err), param_hint="INPUT_DIR") from err
+    if not paths and not failures:
+        hint = "" if recursive else " (use --recursive to include subfolders)"
+        raise typer.BadParameter(f"no .txt files in {input_dir}{hint}.", param_hint="INPUT_DIR")
+    groups = _doc_langs(paths, lang)
+    config = {key: value for key, value in (("checkpoint", checkpoint), ("base_model", base_model)) if value}
+    try:
+        pipelines = _load_pipelines(sorted(groups), model, config, {"batch_size": batch_size, "device": device})
+        _check_languages(pipelines)
+    except (OSError, ValueError) as err:  # CheckpointError is a ValueError
+        _error(str(err))
+        raise typer.Exit(2) from err
+
+    mentions: List[Mention] = []
+    read = 0
+    with tqdm(total=len(paths), unit="file", file=sys.stderr, disable=quiet or not sys.stderr.isatty()) as progress:
+        for name, doc in _annotate(pipelines, groups, batch_size, failures, progress):
+            read += 1
+            mentions.extend(Mention(name, ent.label_, ent.start_char, ent.end_char, ent.text) for ent in doc.ents)
+    _report_failures(failures)
+    try:
+        write_mentions(output, mentions)
+    except OSError as err:
+        _error(f"cannot write {output}: {err}")
+        raise typer.Exit(1) from err
+    if not quiet:
+        typer.echo(f"{read} files read, {len(failures)} failed, {len(mentions)} mentions written to {output}")
+    if failures:
+        raise typer.Exit(1)
+
+
+# -------------------------------------------------------------------------- evaluate
+
+
+def _summary(result: Dict[str, Any]) -> str:
+    def line(name: str, metrics: Dict[str, Any], counts: Tuple[str, ...]) -> str:
+        extra = ", ".join(f"{key} {metrics[key]}" for key in counts)
+        return (f"{name:<10} P {metrics['precision']:.4f}  R {metrics['recall']:.4f}  "
+                f"F1 {metrics['f1']:.4f}  ({extra})")
+
+    lines = [line("strict", result["strict"], ("tp", "fp", "fn")),
+             line("char_f1", result["char_f1"], ("n_gold", "n_pred"))]
+    for lang, metrics in result["per_lang"].items():
+        lines.append(line(f"{lang} strict", metrics["strict"], ("tp", "fp", "fn")))
+        lines.append(line(f"{lang} char", metrics["char_f1"], ("n_gold", "n_pred")))
+    return "\n".join(lines)
+
+
+@app.command("evaluate")
+def evaluate_command(
+    gold: Annotated[Path, typer.Argument(metavar="GOLD", help="Gold MultiClinAI TSV.", show_default=False)],
+    pred: Annotated[Path, typer.Argument(metavar="PRED", help="Predicted MultiClinAI TSV.", show_default=False)],
+    entity: EntityOption = None,
+    output: Annotated[Optional[Path], typer.Option(
+        "--output", "-o", help="Write the metrics JSON to this file (then only a summary is printed).",
+        show_default=False)] = None,
+) -> None:
+    """Score PRED against GOLD exactly as the MultiClinAI official scorer does.
+
+    Prints JSON with the official keys (entity, strict, char_f1) plus per_lang and per_file.
+    Strict: exact (filename, label, start, end), one-to-one. char_f1: best character-overlap
+    F1 per gold span (recall) and per predicted span (precision). Duplicate predictions count
+    once. Exit code 1 for a malformed file (the message names the line).
+    """
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = evaluate_files(gold, pred, entity)
+    except TSVError as err:
+        _error(str(err))
+        raise typer.Exit(1) from err
+    for warning in caught:
+        typer.echo(f"warning: {warning.message}", err=True)
+    text = json.dumps(result, indent=2, ensure_ascii=False)
+    if output is None:
+        typer.echo(text)
+        return
+    with atomic_write(output) as handle:
+        handle.write(text + "\n")
+    typer.echo(_summary(result))
+    typer.echo(f"metrics written to {output}")
+
+
+# --------------------------------------------------------------------------- convert
+
+
+@app.command("convert")
+def convert_command(
+    input_dir: Annotated[Path, typer.Argument(metavar="INPUT_DIR", help="Folder of .txt files (with .ann files beside them for brat).",
+                                              show_default=False)],
+    output_dir: Annotated[Path, typer.Argument(metavar="OUTPUT_DIR", help="Folder for the DocBin files, one <lang>.spacy per language.",
+                                               show_default=False)],
+    mentions: Annotated[Optional[Path], typer.Option(
+        "--mentions", help="TSV of mentions (MultiClinAI columns, or DisTEMIST's off0/off1/span). "
+                           "Without it, brat .ann files are read.", show_default=False)] = None,
+    lang: LangOption = "auto",
+    entity: EntityOption = None,
+    recursive: RecursiveOption = False,
+    quiet: QuietOption = False,
+) -> None:
+    """Turn annotated texts into spaCy training data (DocBin per language).
+
+    Each text is tokenized with its language's spaCy tokenizer. Mentions off token
+    boundaries are snapped outwards, overlapping ones keep the longest; every snapped or
+    dropped mention is counted in the summary. Exit code 1 if any file could not be used.
+    """
+    try:
+        items = (read_tsv_corpus(input_dir, mentions, recursive) if mentions is not None
+                 else read_brat_corpus(input_dir, recursive))
+        conversion = build_docbins(items, lang=lang, entity=entity)
+    except TSVError as err:
+        _error(str(err))
+        raise typer.Exit(1) from err
+    except OSError as err:
+        raise typer.BadParameter(str(err), param_hint="INPUT_DIR") from err
+    _report_failures(conversion.failures)
+    if not conversion.docs:
+        _error(f"no documents converted from {input_dir}; nothing written.")
+        raise typer.Exit(1)
+    try:
+        written = write_docbins(conversion, output_dir)
+    except OSError as err:
+        _error(f"cannot write into {output_dir}: {err}")
+        raise typer.Exit(1) from err
+    if not quiet:
+        for doc_lang, path in written.items():
+            typer.echo(f"{doc_lang}: {conversion.stats[doc_lang].summary()} -> {path}")
+    if conversion.failures:
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    """Entry point for ``python -m dt4h_spacy``."""
+    app(prog_name="dt4h-spacy")

@@ -1,0 +1,236 @@
+"""MultiClinNER/DisTEMIST-style annotated data → spaCy ``DocBin`` files, one per language.
+
+Readers turn one source format into :class:`AnnotatedText` items (text + character-offset
+mentions) or :class:`~dt4h_spacy.textfiles.Failure` items; :func:`build_docbins` does the
+rest for every format, so adding a format means adding one reader function.
+
+Mentions are character offsets, NER training needs token spans: a mention that does not
+fall on the language tokenizer's token boundaries is snapped outwards
+(``alignment_mode="expand"``), overlapping mentions are resolved with
+:func:`spacy.util.filter_spans`, and everything changed or lost is counted by reason, so
+nobody trains on silently broken data.
+"""
+
+import re
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Iterable, Iterator, List, Optional, Tuple, Union
+
+import spacy
+from spacy.language import Language
+from spacy.tokens import Doc, DocBin, Span
+from spacy.util import filter_spans
+
+from .filenames import lang_from_filename
+from .textfiles import Failure, UnreadableFile, atomic_write, document_name, find_txt_files, read_documents, read_text
+from .tsv import read_mentions
+
+# MultiClinNER writes Czech as "cz"; spaCy's tokenizer for it is "cs".
+SPACY_LANG = {"cz": "cs"}
+
+BRAT_TEXTBOUND = re.compile(r"^(?P<id>T\S*)\t(?P<label>\S+) (?P<offsets>\d+ \d+(?:;\d+ \d+)*)\t(?P<text>.*)$")
+
+
+@dataclass(frozen=True)
+class RawMention:
+    """A mention as the source gives it: character offsets into the text, end exclusive."""
+
+    start: int
+    end: int
+    label: str
+    text: Optional[str] = None  # the source's copy of the surface form, checked if given
+
+
+@dataclass
+class AnnotatedText:
+    """One document of a source corpus. ``dropped`` counts mentions a reader already refused."""
+
+    name: str
+    text: str
+    mentions: List[RawMention]
+    dropped: Counter = field(default_factory=Counter)
+
+
+@dataclass
+class LangStats:
+    """What happened to the mentions of one language, for the summary the user reads."""
+
+    documents: int = 0
+    mentions: int = 0
+    entities: int = 0
+    snapped: int = 0
+    text_mismatch: int = 0
+    dropped: Counter = field(default_factory=Counter)
+
+    def summary(self) -> str:
+        parts = [f"{self.documents} documents, {self.mentions} mentions -> {self.entities} entities",
+                 f"{self.snapped} snapped to token boundaries"]
+        dropped = sum(self.dropped.values())
+        reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(self.dropped.items()))
+        parts.append(f"{dropped} dropped" + (f" ({reasons})" if reasons else ""))
+        if self.text_mismatch:
+            parts.append(f"{self.text_mismatch} kept whose source text differs from the file at their offsets")
+        return ", ".join(parts)
+
+
+@dataclass
+class Conversion:
+    """Docs per language plus the accounting of every file and mention."""
+
+    docs: Dict[str, List[Doc]] = field(default_factory=dict)
+    stats: Dict[str, LangStats] = field(default_factory=lambda: defaultdict(LangStats))
+    failures: List[Failure] = field(default_factory=list)
+
+
+def read_tsv_corpus(txt_dir: Path, mentions_tsv: Path, recursive: bool = False) -> Iterator[Union[AnnotatedText, Failure]]:
+    """A folder of ``.txt`` plus one mention TSV (MultiClinAI or DisTEMIST columns).
+
+    The TSV's ``filename`` may carry ``.txt`` or not. Mentions of a file that is not in the
+    folder are reported as a failure of that name, since they cannot be placed in any text.
+    Raises :class:`~dt4h_spacy.tsv.TSVError` for a malformed TSV.
+    """
+    rows = read_mentions(mentions_tsv, aliases=True)
+    by_name: Dict[str, List[RawMention]] = defaultdict(list)
+    for row in rows:
+        by_name[document_name(row.filename)].append(RawMention(row.start, row.end, row.label, row.text))
+    paths, failures = find_txt_files(txt_dir, recursive)
+    yield from failures
+    for item in read_documents(paths):
+        if isinstance(item, Failure):
+            yield item
+            by_name.pop(document_name(item.path), None)  # lost with their file, already reported
+            continue
+        yield AnnotatedText(item.name, item.text, by_name.pop(item.name, []))
+    for name, mentions in sorted(by_name.items()):
+        yield Failure(Path(name), f"{len(mentions)} mention(s) in {mentions_tsv} but no {name}.txt in {txt_dir}")
+
+
+def parse_brat(ann: str, source: str) -> Tuple[List[RawMention], Counter]:
+    """Text-bound (``T``) annotations of a brat ``.ann``; other kinds (relations, notes…) are ignored.
+
+    Discontinuous mentions (``10 15;20 25``) cannot be one entity span, so they are dropped.
+    """
+    mentions: List[RawMention] = []
+    dropped: Counter = Counter()
+    for number, line in enumerate(ann.splitlines(), start=1):
+        if not line.startswith("T"):
+            continue
+        match = BRAT_TEXTBOUND.match(line)
+        if match is None:
+            raise ValueError(f"{source} line {number}: malformed text-bound annotation {line[:60]!r}")
+        if ";" in match.group("offsets"):
+            dropped["discontinuous"] += 1
+            continue
+        start, end = (int(n) for n in match.group("offsets").split())
+        mentions.append(RawMention(start, end, match.group("label"), match.group("text")))
+    return mentions, dropped
+
+
+def read_brat_corpus(folder: Path, recursive: bool = False) -> Iterator[Union[AnnotatedText, Failure]]:
+    """brat standoff: each ``x.txt`` with its ``x.ann`` beside it (a missing ``.ann`` is a failure)."""
+    paths, failures = find_txt_files(folder, recursive)
+    yield from failures
+    for item in read_documents(paths):
+        if isinstance(item, Failure):
+            yield item
+            continue
+        ann_path = item.path.with_suffix(".ann")
+        try:
+            mentions, dropped = parse_brat(read_text(ann_path), str(ann_path))
+        except (UnreadableFile, ValueError) as err:
+            yield Failure(ann_path, str(err))
+            continue
+        yield AnnotatedText(item.name, item.text, mentions, dropped)
+
+
+def _trim_space(span: Span) -> Span:
+    """Drop whitespace tokens (``\\n``, double spaces) that expansion pulled into a span's edges."""
+    start, end = span.start, span.end
+    while start < end and span.doc[start].is_space:
+        start += 1
+    while end > start and span.doc[end - 1].is_space:
+        end -= 1
+    return span.doc[start:end] if (start, end) != (span.start, span.end) else span
+
+
+def annotate_doc(doc: Doc, mentions: Iterable[RawMention], stats: LangStats) -> Doc:
+    """Set ``doc.ents`` from character mentions, counting snapped and dropped ones in ``stats``."""
+    spans: List[Span] = []
+    seen = set()
+    for mention in mentions:
+        stats.mentions += 1
+        if mention.start < 0 or mention.end > len(doc.text) or mention.end <= mention.start:
+            stats.dropped["outside the text"] += 1
+            continue
+        if mention.text is not None and doc.text[mention.start:mention.end] != mention.text:
+            stats.text_mismatch += 1
+        span = doc.char_span(mention.start, mention.end, label=mention.label)
+        if span is None:
+            expanded = doc.char_span(mention.start, mention.end, label=mention.label, alignment_mode="expand")
+            span = _trim_space(expanded) if expanded is not None else None
+            if span is None or len(span) == 0:
+                stats.dropped["only whitespace"] += 1
+                continue
+            span = Span(doc, span.start, span.end, label=mention.label)
+            stats.snapped += 1
+        key = (span.start, span.end, span.label_)
+        if key in seen:
+            stats.dropped["duplicate"] += 1
+            continue
+        seen.add(key)
+        spans.append(span)
+    kept = filter_spans(spans)
+    if len(kept) < len(spans):
+        stats.dropped["overlapping a longer mention"] += len(spans) - len(kept)
+    doc.ents = kept
+    stats.entities += len(kept)
+    return doc
+
+
+def build_docbins(items: Iterable[Union[AnnotatedText, Failure]], lang: str = "auto",
+                  entity: Optional[str] = None) -> Conversion:
+    """Tokenize each document with its language's spaCy tokenizer and set its entities.
+
+    ``lang="auto"`` takes the language from the MultiClinNER file name; a document whose name
+    carries none is a failure (pass an explicit ``lang``). ``entity`` keeps only that label.
+    """
+    result = Conversion()
+    tokenizers: Dict[str, Language] = {}
+    for item in items:
+        if isinstance(item, Failure):
+            result.failures.append(item)
+            continue
+        doc_lang = lang if lang != "auto" else lang_from_filename(item.name)
+        if doc_lang is None:
+            result.failures.append(Failure(Path(item.name), "no language code in the name "
+                                           "(expected MultiClinNER-<lang>-…); pass --lang"))
+            continue
+        if doc_lang not in tokenizers:
+            tokenizers[doc_lang] = spacy.blank(SPACY_LANG.get(doc_lang, doc_lang))
+        stats = result.stats[doc_lang]
+        stats.documents += 1
+        stats.dropped.update(item.dropped)
+        stats.mentions += sum(item.dropped.values())
+        mentions = item.mentions
+        if entity:
+            mentions = [m for m in item.mentions if m.label == entity]
+            if len(mentions) < len(item.mentions):
+                stats.dropped[f"label other than {entity}"] += len(item.mentions) - len(mentions)
+                stats.mentions += len(item.mentions) - len(mentions)
+        doc = annotate_doc(tokenizers[doc_lang].make_doc(item.text), mentions, stats)
+        result.docs.setdefault(doc_lang, []).append(doc)
+    return result
+
+
+def write_docbins(conversion: Conversion, output_dir: Path) -> Dict[str, Path]:
+    """Write ``<output_dir>/<lang>.spacy`` for each language, atomically; returns the paths."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    written: Dict[str, Path] = {}
+    for doc_lang, docs in sorted(conversion.docs.items()):
+        path = output_dir / f"{doc_lang}.spacy"
+        with atomic_write(path, binary=True) as handle:
+            handle.write(DocBin(docs=docs, store_user_data=False).to_bytes())
+        written[doc_lang] = path
+    return written
+
