@@ -145,13 +145,13 @@ def read_brat_corpus(folder: Path, recursive: bool = False) -> Iterator[Union[An
 
 
 def _trim_space(span: Span) -> Span:
-    """Drop whitespace tokens (``\\n``, double spaces) that expansion pulled into a span's edges."""
+    """Without whitespace tokens (``\\r\\n``, a second space) at its edges: they are no part of a mention."""
     start, end = span.start, span.end
     while start < end and span.doc[start].is_space:
         start += 1
     while end > start and span.doc[end - 1].is_space:
         end -= 1
-    return span.doc[start:end] if (start, end) != (span.start, span.end) else span
+    return Span(span.doc, start, end, label=span.label)
 
 
 def annotate_doc(doc: Doc, mentions: Iterable[RawMention], stats: LangStats) -> Doc:
@@ -165,14 +165,12 @@ def annotate_doc(doc: Doc, mentions: Iterable[RawMention], stats: LangStats) -> 
             continue
         if mention.text is not None and doc.text[mention.start:mention.end] != mention.text:
             stats.text_mismatch += 1
-        span = doc.char_span(mention.start, mention.end, label=mention.label)
-        if span is None:
-            expanded = doc.char_span(mention.start, mention.end, label=mention.label, alignment_mode="expand")
-            span = _trim_space(expanded) if expanded is not None else None
-            if span is None or len(span) == 0:
-                stats.dropped["only whitespace"] += 1
-                continue
-            span = Span(doc, span.start, span.end, label=mention.label)
+        span = doc.char_span(mention.start, mention.end, label=mention.label, alignment_mode="expand")
+        span = _trim_space(span) if span is not None else None
+        if span is None or len(span) == 0:
+            stats.dropped["only whitespace"] += 1
+            continue
+        if (span.start_char, span.end_char) != (mention.start, mention.end):
             stats.snapped += 1
         key = (span.start, span.end, span.label_)
         if key in seen:

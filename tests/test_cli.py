@@ -1,0 +1,313 @@
+"""The dt4h-spacy command line, the folder reading it relies on, and the bundled examples."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import spacy
+from typer.testing import CliRunner
+
+from dt4h_spacy import cli
+from dt4h_spacy.cli import app
+from dt4h_spacy.evaluate import evaluate_files
+from dt4h_spacy.filenames import lang_from_filename
+from dt4h_spacy.textfiles import Document, Failure, find_txt_files, read_documents, read_text
+from dt4h_spacy.tsv import Mention, format_mentions, read_mentions
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+HEADER = "filename\tlabel\tstart_span\tend_span\ttext\n"
+
+
+def run(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def example_texts():
+    return {p.name[:-4]: read_text(p) for p in sorted(EXAMPLES.glob("*.txt"))}
+
+
+# ------------------------------------------------------------------------ examples
+
+
+def test_example_gold_offsets_index_the_files_as_stored():
+    texts = example_texts()
+    gold = read_mentions(EXAMPLES / "gold.tsv")
+    assert len(gold) == 19
+    for row in gold:
+        assert texts[row.filename][row.start:row.end] == row.text, row
+
+
+def test_examples_cover_the_awkward_cases():
+    raw = {p.name: p.read_bytes() for p in EXAMPLES.glob("*.txt")}
+    assert any(b"\r\n" in data for data in raw.values()), "CRLF lost: check .gitattributes (examples/*.txt -text)"
+    assert any("\u00a0" in d.decode() and any(ord(c) > 0xFFFF for c in d.decode()) for d in raw.values())
+    assert any(data == b"" for data in raw.values())
+    langs = [lang_from_filename(name) for name in raw]
+    assert all(langs.count(lang) >= 2 for lang in ("es", "it", "ro")) and None not in langs
+
+
+# ------------------------------------------------------------------- reading folders
+
+
+def test_find_txt_files_sorted_skipping_directories(tmp_path):
+    for name in ("b.txt", "a.txt", "notes.md"):
+        (tmp_path / name).write_text("x")
+    (tmp_path / "dir.txt").mkdir()
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "c.txt").write_text("x")
+    assert find_txt_files(tmp_path) == ([tmp_path / "a.txt", tmp_path / "b.txt"], [])
+    found, failures = find_txt_files(tmp_path, recursive=True)
+    assert [p.relative_to(tmp_path).as_posix() for p in found] == ["a.txt", "b.txt", "sub/c.txt"]
+
+
+def test_find_txt_files_survives_symlink_loops_and_reports_broken_links(tmp_path):
+    (tmp_path / "a.txt").write_text("x")
+    os.symlink(tmp_path, tmp_path / "loop")
+    os.symlink(tmp_path / "missing", tmp_path / "gone.txt")
+    os.symlink(tmp_path / "self.txt", tmp_path / "self.txt")
+    found, _ = find_txt_files(tmp_path, recursive=True)
+    assert [p.name for p in found] == ["a.txt", "gone.txt", "self.txt"]
+    results = list(read_documents(found))
+    assert isinstance(results[0], Document)
+    assert [r.reason.split(" (")[0] for r in results[1:]] == ["cannot read", "cannot read"]
+
+
+def test_missing_input_folder_raises(tmp_path):
+    with pytest.raises(FileNotFoundError, match="Input folder not found"):
+        find_txt_files(tmp_path / "nope")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(NotADirectoryError, match="not a folder"):
+        find_txt_files(tmp_path / "file")
+
+
+def test_read_text_keeps_line_endings_and_drops_the_bom(tmp_path):
+    (tmp_path / "a.txt").write_bytes("\ufeffasma\r\nfiebre\r".encode())
+    assert read_text(tmp_path / "a.txt") == "asma\r\nfiebre\r"
+
+
+def test_undecodable_and_special_files_fail_with_reasons(tmp_path):
+    (tmp_path / "latin1.txt").write_bytes("diabetes mellitus ".encode() + "años".encode("latin-1"))
+    os.mkfifo(tmp_path / "pipe.txt")
+    results = list(read_documents([tmp_path / "latin1.txt", tmp_path / "pipe.txt"]))
+    assert [str(r) for r in results] == [
+        f"{tmp_path / 'latin1.txt'}: not valid UTF-8 (byte 0xf1 at byte offset 19); re-save the file as UTF-8",
+        f"{tmp_path / 'pipe.txt'}: not a regular file",
+    ]
+
+
+def test_same_document_name_in_two_folders_is_a_failure(tmp_path):
+    for sub in ("a", "b"):
+        (tmp_path / sub).mkdir()
+        (tmp_path / sub / "doc.txt").write_text(sub)
+    found, _ = find_txt_files(tmp_path, recursive=True)
+    first, second = read_documents(found)
+    assert first == Document("doc", tmp_path / "a" / "doc.txt", "a")
+    assert isinstance(second, Failure) and "same document name 'doc'" in second.reason
+
+
+# ------------------------------------------------------------------------- predict
+
+
+def expected_rows(make_nlp, folder, lang=None):
+    """What the Python component gives for each readable text, as TSV rows."""
+    rows = []
+    pipelines = {}
+    for path in sorted(folder.glob("*.txt")):
+        try:
+            text = read_text(path)
+        except Exception:
+            continue
+        doc_lang = lang or lang_from_filename(path.name)
+        nlp = pipelines.setdefault(doc_lang, make_nlp(doc_lang))
+        doc = nlp(text)
+        rows += [Mention(path.name[:-4], e.label_, e.start_char, e.end_char, e.text) for e in doc.ents]
+    return sorted(rows, key=lambda m: (m.filename, m.start, m.end))
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    folder = tmp_path / "in"
+    shutil.copytree(EXAMPLES, folder, ignore=shutil.ignore_patterns("*.tsv"))
+    (folder / "MultiClinNER-es-test-disease-00099.txt").write_bytes(b"Paciente con \xff\xfe asma")
+    (folder / "MultiClinNER-it-test-disease-00099.txt").write_bytes("\ufeffPaziente con diabete.".encode())
+    return folder
+
+
+def test_predict_writes_every_readable_file_and_reports_the_rest(corpus, tmp_path, tiny_checkpoint,
+                                                                 tiny_base_model, make_nlp):
+    out = tmp_path / "out.tsv"
+    result = run("predict", corpus, out, "--lang", "auto", "--checkpoint", tiny_checkpoint,
+                 "--base-model", tiny_base_model, "--batch-size", 3)
+    assert result.exit_code == 1, result.output
+    assert "MultiClinNER-es-test-disease-00099.txt: not valid UTF-8 (byte 0xff at byte offset 13)" in result.stderr
+    assert "8 files read, 1 failed" in result.stdout
+
+    assert out.read_text(encoding="utf-8").startswith(HEADER)
+    rows = read_mentions(out)
+    assert rows == expected_rows(make_nlp, corpus)
+    assert rows, "the tiny random model tags something, so this comparison means something"
+    texts = {p.name[:-4]: read_text(p) for p in corpus.glob("*.txt") if b"\xff" not in p.read_bytes()}
+    assert all(texts[r.filename][r.start:r.end] == r.text for r in rows)
+    assert rows == sorted(rows, key=lambda m: (m.filename, m.start))
+    assert sorted(os.listdir(tmp_path)) == ["in", "out.tsv"]  # no temporary file left behind
+
+
+def test_predict_with_a_saved_pipeline_and_explicit_language(tmp_path, make_nlp):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "nota1.txt").write_bytes("Paciente con diabetes mellitus tipo 2.\r\nSin fiebre.".encode())
+    (folder / "nota2.txt").write_text("")
+    nlp = make_nlp("es")
+    nlp.to_disk(tmp_path / "pipeline")
+    out = tmp_path / "out.tsv"
+    result = run("predict", folder, out, "--model", tmp_path / "pipeline", "--lang", "es", "--quiet")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == ""
+    assert read_mentions(out) == expected_rows(make_nlp, folder, lang="es")
+
+
+def test_predict_auto_refuses_names_without_language_before_loading_anything(tmp_path):
+    (tmp_path / "nota.txt").write_text("asma")
+    result = run("predict", tmp_path, tmp_path / "out.tsv", "--checkpoint", tmp_path / "missing.pt")
+    assert result.exit_code == 2
+    assert "1 file(s) carry no language: nota.txt" in result.output and "--lang es" in result.output
+    assert not (tmp_path / "out.tsv").exists()
+
+
+def test_predict_refuses_a_language_the_model_has_no_head_for(tmp_path, tiny_checkpoint, tiny_base_model):
+    (tmp_path / "MultiClinNER-en-test-disease-1.txt").write_text("asthma")
+    result = run("predict", tmp_path, tmp_path / "out.tsv", "--checkpoint", tiny_checkpoint,
+                 "--base-model", tiny_base_model)
+    assert result.exit_code == 2
+    assert "no head for language 'en'; it serves es, it, ro" in result.output
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--model", "m", "--checkpoint", "c"], "use either --model or --checkpoint/--base-model"),
+    (["--lang", "spanish"], "'spanish' is not a language code"),
+])
+def test_predict_option_errors(tmp_path, extra, message):
+    (tmp_path / "MultiClinNER-es-x-1.txt").write_text("asma")
+    result = run("predict", tmp_path, tmp_path / "out.tsv", *extra)
+    assert result.exit_code == 2 and message in result.output
+
+
+def test_predict_needs_text_files(tmp_path):
+    result = run("predict", tmp_path, tmp_path / "out.tsv")
+    assert result.exit_code == 2 and "no .txt files in" in result.output and "--recursive" in result.output
+
+
+def test_predict_missing_checkpoint_is_a_clear_error(tmp_path, tiny_base_model):
+    (tmp_path / "MultiClinNER-es-x-1.txt").write_text("asma")
+    result = run("predict", tmp_path, tmp_path / "out.tsv", "--checkpoint", tmp_path / "nope.pt",
+                 "--base-model", tiny_base_model)
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: ") and "nope.pt" in result.stderr  # the core's message, no traceback
+
+
+def test_interrupted_predict_leaves_no_output(corpus, tmp_path, tiny_checkpoint, tiny_base_model, monkeypatch):
+    real = cli.read_documents
+
+    def interrupted(paths):
+        items = real(paths)
+        yield next(items)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "read_documents", interrupted)
+    result = run("predict", corpus, tmp_path / "out.tsv", "--checkpoint", tiny_checkpoint,
+                 "--base-model", tiny_base_model)
+    assert result.exit_code != 0
+    assert sorted(os.listdir(tmp_path)) == ["in"]
+
+
+def test_python_dash_m_help():
+    result = subprocess.run([sys.executable, "-m", "dt4h_spacy", "--help"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0
+    assert all(command in result.stdout for command in ("predict", "evaluate", "convert"))
+
+
+# ------------------------------------------------------------------------ evaluate
+
+
+def write_pair(tmp_path, gold_rows, pred_rows):
+    (tmp_path / "gold.tsv").write_text(format_mentions(gold_rows))
+    (tmp_path / "pred.tsv").write_text(format_mentions(pred_rows))
+    return tmp_path / "gold.tsv", tmp_path / "pred.tsv"
+
+
+def test_evaluate_prints_the_official_json(tmp_path):
+    gold, pred = write_pair(tmp_path, [Mention("doc1.txt", "DISEASE", 10, 18, "diabetes"),
+                                       Mention("doc2.txt", "DISEASE", 5, 13, "influenza")],
+                            [Mention("doc1.txt", "DISEASE", 10, 18, "diabetes"),
+                             Mention("doc2.txt", "DISEASE", 5, 12, "influenz"),
+                             Mention("doc2.txt", "DISEASE", 100, 110, "fake")])
+    result = run("evaluate", gold, pred, "--entity", "DISEASE")
+    assert result.exit_code == 0, result.output
+    printed = json.loads(result.stdout)
+    assert printed["strict"] == {"precision": 0.3333, "recall": 0.5, "f1": 0.4, "tp": 1, "fp": 2, "fn": 1}
+    assert printed["char_f1"] == {"precision": 0.6444, "recall": 0.9667, "f1": 0.7733, "n_gold": 2, "n_pred": 3}
+    assert list(printed) == ["entity", "strict", "char_f1", "per_lang", "per_file"]
+
+
+def test_evaluate_output_file_and_summary(tmp_path):
+    gold, pred = write_pair(tmp_path, read_mentions(EXAMPLES / "gold.tsv"), read_mentions(EXAMPLES / "gold.tsv")[:10])
+    result = run("evaluate", gold, pred, "-o", tmp_path / "metrics.json")
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "metrics.json").read_text()) == json.loads(json.dumps(evaluate_files(gold, pred)))
+    assert "strict     P 1.0000  R 0.5263  F1 0.6897  (tp 10, fp 0, fn 9)" in result.stdout
+    assert "ro strict  P 0.0000  R 0.0000  F1 0.0000  (tp 0, fp 0, fn 6)" in result.stdout
+
+
+def test_evaluate_bad_row_names_the_line(tmp_path):
+    (tmp_path / "gold.tsv").write_text(HEADER + "d\tDISEASE\t0\t4\tasma\nd\tDISEASE\t15\t12\tx\n")
+    (tmp_path / "pred.tsv").write_text(HEADER)
+    result = run("evaluate", tmp_path / "gold.tsv", tmp_path / "pred.tsv")
+    assert result.exit_code == 1
+    assert f"error: {tmp_path / 'gold.tsv'} line 3: end_span (12) <= start_span (15)" in result.stderr
+
+
+def test_evaluate_warns_about_txt_suffix_mismatch(tmp_path):
+    gold, pred = write_pair(tmp_path, [Mention("doc1.txt", "DISEASE", 0, 4, "asma")],
+                            [Mention("doc1", "DISEASE", 0, 4, "asma")])
+    result = run("evaluate", gold, pred)
+    assert result.exit_code == 0
+    assert "warning: Gold and prediction share no filename" in result.stderr
+
+
+# ------------------------------------------------------------------------- convert
+
+
+def test_convert_examples(tmp_path):
+    result = run("convert", EXAMPLES, tmp_path / "corpus", "--mentions", EXAMPLES / "gold.tsv")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "corpus").iterdir()) == ["es.spacy", "it.spacy", "ro.spacy"]
+    assert "es: 2 documents, 7 mentions -> 7 entities, 0 snapped to token boundaries, 0 dropped" in result.stdout
+    docs = list(spacy.tokens.DocBin().from_disk(tmp_path / "corpus" / "it.spacy").get_docs(spacy.blank("it").vocab))
+    assert [e.text for d in docs for e in d.ents] == ["cirrosi epatica", "epatite\u00a0C cronica", "splenomegalia",
+                                                       "scompenso cardiaco congestizio", "insufficienza renale cronica",
+                                                       "carcinoma mammario"]
+
+
+def test_convert_reports_snapped_and_failed(tmp_path):
+    folder = tmp_path / "txt"
+    folder.mkdir()
+    (folder / "MultiClinNER-es-train-disease-1.txt").write_text("Paciente con diabetes.")
+    (folder / "MultiClinNER-es-train-disease-2.txt").write_bytes(b"\xff")
+    (tmp_path / "m.tsv").write_text(HEADER + "MultiClinNER-es-train-disease-1\tDISEASE\t14\t20\tiabete\n")
+    result = run("convert", folder, tmp_path / "out", "--mentions", tmp_path / "m.tsv")
+    assert result.exit_code == 1
+    assert "MultiClinNER-es-train-disease-2.txt: not valid UTF-8" in result.stderr
+    assert "es: 1 documents, 1 mentions -> 1 entities, 1 snapped to token boundaries, 0 dropped" in result.stdout
+    assert (tmp_path / "out" / "es.spacy").exists()
+
+
+def test_convert_brat_without_ann_files_converts_nothing(tmp_path):
+    (tmp_path / "MultiClinNER-es-train-disease-1.txt").write_text("asma")
+    result = run("convert", tmp_path, tmp_path / "out")
+    assert result.exit_code == 1
+    assert "MultiClinNER-es-train-disease-1.ann: cannot read" in result.stderr
+    assert "no documents converted" in result.stderr and not (tmp_path / "out").exists()
