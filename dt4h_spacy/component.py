@@ -303,14 +303,18 @@ class DiseaseRecognizer(Pipe):
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
-    def __getstate__(self) -> Dict[str, Any]:
-        state = self.__dict__.copy()
-        del state["_lock"]
-        return state
+    def __reduce__(self):
+        # Pipe's Cython pickling would copy the lock, which cannot be pickled.
+        state = {k: v for k, v in self.__dict__.items() if k != "_lock"}
+        return (_unpickle, (type(self), self.name, state))
 
-    def __setstate__(self, state: Dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
+
+def _unpickle(cls: type, name: str, state: Dict[str, Any]) -> DiseaseRecognizer:
+    component = cls.__new__(cls)
+    component.name = name
+    component.__dict__.update(state)
+    component._lock = threading.Lock()
+    return component
 
 
 def _torch_device(name: str) -> torch.device:

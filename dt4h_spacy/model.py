@@ -93,24 +93,35 @@ def load_base_model(name_or_path: Union[str, Path]) -> Tuple[PretrainedConfig, P
     """Encoder config and fast tokenizer from a local directory or a hub name."""
     source = str(name_or_path)
     local = Path(source).expanduser()
-    if local.exists() and not (local / "config.json").exists():
-        raise CheckpointError(
-            f"base_model directory {local} has no config.json. It must hold the encoder's "
-            "config.json and tokenizer files (e.g. from AutoTokenizer/AutoConfig.save_pretrained)."
-        )
+    if local.exists():
+        missing = [name for name, found in _local_files(local).items() if not found]
+        if missing:
+            raise CheckpointError(
+                f"base_model directory {local} has no {' and no '.join(missing)}. It must hold the "
+                "encoder's config.json and tokenizer files (AutoConfig/AutoTokenizer.save_pretrained)."
+            )
     try:
         config = AutoConfig.from_pretrained(source)
     except OSError as err:
         raise CheckpointError(_offline_message(source, "config.json", err)) from err
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, use_fast=True)
-    except (OSError, ValueError, TypeError) as err:
+    except Exception as err:  # transformers raises many types for absent or broken files
         raise CheckpointError(_offline_message(source, "tokenizer files", err)) from err
     if not getattr(tokenizer, "is_fast", False):
         raise CheckpointError(
             f"base_model {source} has no fast tokenizer (tokenizer.json); word alignment needs one."
         )
     return config, tokenizer
+
+
+def _local_files(directory: Path) -> Dict[str, bool]:
+    return {
+        "config.json": (directory / "config.json").is_file(),
+        "tokenizer files (tokenizer.json or sentencepiece.bpe.model)": any(
+            (directory / name).is_file() for name in ("tokenizer.json", "sentencepiece.bpe.model")
+        ),
+    }
 
 
 def _offline_message(source: str, what: str, err: Exception) -> str:
@@ -120,6 +131,3 @@ def _offline_message(source: str, what: str, err: Exception) -> str:
         "`.save_pretrained(dir)`) and pass that directory as `base_model` (CLI: --base-model DIR)."
     )
 
-
-def head_size_table(model: MultiTaskTokenClassifier) -> Dict[str, int]:
-    return {task: head.out_features for task, head in model.classifiers.items()}

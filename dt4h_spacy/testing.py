@@ -6,11 +6,13 @@ sentences with XLM-R's special tokens and post-processor, a 2-layer random XLM-R
 and one head per task, saved exactly as the authors save theirs.
 """
 
+import math
+from collections import Counter
 from pathlib import Path
-from typing import Dict, Iterable, Mapping, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 from transformers import XLMRobertaConfig, XLMRobertaTokenizerFast
 
 from .checkpoint import save_checkpoint
@@ -40,28 +42,34 @@ SENTENCES = (
 PathLike = Union[str, Path]
 
 
-def build_tokenizer(sentences: Iterable[str] = SENTENCES, vocab_size: int = 400) -> XLMRobertaTokenizerFast:
-    """An XLM-R-style sentencepiece Unigram tokenizer, trained locally and deterministically."""
-    tokenizer = Tokenizer(models.Unigram())
-    tokenizer.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Replace(r"\s+", " ")])
+def build_tokenizer(
+    sentences: Iterable[str] = SENTENCES, whole_words: Iterable[str] = (), vocab_size: int = 600
+) -> XLMRobertaTokenizerFast:
+    """An XLM-R-style sentencepiece Unigram tokenizer over ``sentences``.
+
+    The vocabulary is counted, not trained: ``tokenizers``' trainer is not deterministic
+    across runs, and tests must be. ``whole_words`` get a piece of their own, as frequent
+    words do in the real XLM-R vocabulary.
+    """
+    normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Replace(Regex(r"\s+"), " ")])
+    words = [f"▁{normalizer.normalize_str(w)}" for w in dict.fromkeys(whole_words)]
+    pieces = _unigram_pieces(
+        (normalizer.normalize_str(s) for s in sentences), vocab_size - len(SPECIAL_TOKENS) - len(words) - 1
+    )
+    known = {piece for piece, _ in pieces}
+    lowest = min(score for _, score in pieces)
+    vocab = [(token, 0.0) for token in SPECIAL_TOKENS] + pieces + [(w, lowest) for w in words if w not in known]
+    vocab.append(("<mask>", 0.0))
+    tokenizer = Tokenizer(models.Unigram(vocab, unk_id=SPECIAL_TOKENS.index("<unk>")))
+    tokenizer.normalizer = normalizer
     tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
     tokenizer.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
-    trainer = trainers.UnigramTrainer(
-        vocab_size=vocab_size,
-        special_tokens=list(SPECIAL_TOKENS),
-        unk_token="<unk>",
-        shrinking_factor=0.75,
-        max_piece_length=12,
-        n_sub_iterations=2,
-    )
-    tokenizer.train_from_iterator(list(sentences), trainer=trainer)
-    tokenizer.add_special_tokens(["<mask>"])
-    bos, eos = tokenizer.token_to_id("<s>"), tokenizer.token_to_id("</s>")
     tokenizer.post_processor = processors.TemplateProcessing(
         single="<s> $A </s>",
         pair="<s> $A </s> </s> $B </s>",
-        special_tokens=[("<s>", bos), ("</s>", eos)],
+        special_tokens=[("<s>", 0), ("</s>", 2)],
     )
+    tokenizer.add_special_tokens(["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
     return XLMRobertaTokenizerFast(
         tokenizer_object=tokenizer,
         bos_token="<s>",
@@ -73,6 +81,22 @@ def build_tokenizer(sentences: Iterable[str] = SENTENCES, vocab_size: int = 400)
         mask_token="<mask>",
         model_max_length=512,
     )
+
+
+def _unigram_pieces(sentences: Iterable[str], size: int) -> List[Tuple[str, float]]:
+    """Every character, plus the most useful repeated substrings, scored by log frequency."""
+    counts: Counter = Counter()
+    for sentence in sentences:
+        for word in sentence.split():
+            word = "▁" + word
+            for i in range(len(word)):
+                for j in range(i + 1, min(len(word), i + 10) + 1):
+                    counts[word[i:j]] += 1
+    singles = sorted(p for p in counts if len(p) == 1)
+    repeated = sorted((p for p in counts if len(p) > 1 and counts[p] > 1), key=lambda p: (-counts[p] * len(p), p))
+    pieces = singles + repeated[: max(0, size - len(singles))]
+    total = sum(counts[p] for p in pieces)
+    return [(piece, math.log(counts[piece] / total)) for piece in pieces]
 
 
 def tiny_config(vocab_size: int, max_positions: int = 514, hidden: int = 32, layers: int = 2) -> XLMRobertaConfig:
@@ -93,7 +117,8 @@ def tiny_config(vocab_size: int, max_positions: int = 514, hidden: int = 32, lay
 def build_tiny_base_model(path: PathLike, max_positions: int = 514, hidden: int = 32, layers: int = 2) -> Path:
     """A directory that stands in for ``FacebookAI/xlm-roberta-base``: config + tokenizer."""
     path = Path(path)
-    tokenizer = build_tokenizer()
+    lexicon = [w for lang in DISEASES for w in DISEASES[lang] + FILLERS[lang] + (ACUTE[lang],)]
+    tokenizer = build_tokenizer(SENTENCES + tuple(lexicon), whole_words=lexicon)
     tokenizer.save_pretrained(path)
     tiny_config(len(tokenizer), max_positions, hidden, layers).save_pretrained(path)
     return path
@@ -155,6 +180,7 @@ FILLERS: Dict[str, Tuple[str, ...]] = {
     "it": ("il", "paziente", "presenta", "con", "di", "la", "dolore", "oggi", "e"),
     "ro": ("pacientul", "prezintă", "cu", "de", "la", "durere", "azi", "și", "un"),
 }
+ACUTE = {"es": "aguda", "it": "acuta", "ro": "acut"}
 LANG_TASK = {"es": "disease_es_ner", "it": "disease_it_ner", "ro": "disease_ro_ner"}
 
 
@@ -174,7 +200,7 @@ def synthetic_sentences(lang: str, n: int, seed: int = 0) -> list:
         for _ in range(rng.randint(1, 2)):
             i = rng.randrange(len(words) + 1)
             if rng.random() < 0.5:
-                words[i:i] = [rng.choice(DISEASES[lang]), "aguda" if lang == "es" else "acuta" if lang == "it" else "acut"]
+                words[i:i] = [rng.choice(DISEASES[lang]), ACUTE[lang]]
                 tags[i:i] = ["B-DISEASE", "I-DISEASE"]
             else:
                 words[i:i] = [rng.choice(DISEASES[lang])]
@@ -186,7 +212,7 @@ def synthetic_sentences(lang: str, n: int, seed: int = 0) -> list:
     return data
 
 
-def train_tiny_model(base_model: PathLike, steps: int = 150, seed: int = 0) -> MultiTaskTokenClassifier:
+def train_tiny_model(base_model: PathLike, steps: int = 200, seed: int = 0) -> MultiTaskTokenClassifier:
     """Teach a tiny model each head's own disease words, in a few seconds on a CPU."""
     from .labels import default_labels
     from .windows import encode_words
@@ -220,3 +246,20 @@ def train_tiny_model(base_model: PathLike, steps: int = 150, seed: int = 0) -> M
         loss.backward()
         optimizer.step()
     return model.eval()
+
+
+def build_demo_model(directory: PathLike) -> Tuple[Path, Path]:
+    """A tiny base model and a trained tiny checkpoint, for trying the package offline."""
+    directory = Path(directory)
+    base = build_tiny_base_model(directory / "base")
+    checkpoint = build_tiny_checkpoint(directory / "model.pt", base, model=train_tiny_model(base))
+    return checkpoint, base
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m dt4h_spacy.testing OUTPUT_DIR")
+    checkpoint, base = build_demo_model(sys.argv[1])
+    print(f"checkpoint: {checkpoint}\nbase model: {base}")

@@ -1,0 +1,165 @@
+"""Every checkpoint layout found in the wild loads; every bad one fails with a clear message."""
+
+import os
+
+import pytest
+import torch
+
+from dt4h_spacy import CheckpointError
+from dt4h_spacy.checkpoint import head_sizes, load_checkpoint_file, normalize_state_dict
+from dt4h_spacy.testing import LAYOUTS, build_tiny_checkpoint, build_tiny_model, build_tiny_base_model
+
+TEXT = "Paciente con miocarditis aguda y fibrilación auricular.\nDiabetes mellitus tipo 2."
+
+
+def ents(doc):
+    return [(e.start_char, e.end_char, e.label_, round(e._.dt4h_score, 5)) for e in doc.ents]
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_every_layout_gives_the_same_entities(tmp_path, make_nlp, tiny_base_model, layout):
+    path = build_tiny_checkpoint(tmp_path / f"{layout}.pt", tiny_base_model, layout=layout)
+    assert ents(make_nlp("es", checkpoint=path)(TEXT)) == ents(make_nlp("es")(TEXT))
+
+
+def test_legacy_heads_are_named_like_the_authors_tasks(tmp_path, tiny_base_model):
+    path = build_tiny_checkpoint(tmp_path / "legacy.pt", tiny_base_model, layout="legacy")
+    assert "disease_es_classifier.weight" in torch.load(path, weights_only=True)
+    assert head_sizes(load_checkpoint_file(path)) == {
+        "disease_es_ner": 3,
+        "disease_it_ner": 3,
+        "disease_ro_ner": 3,
+    }
+
+
+def test_safetensors_checkpoint_loads(tmp_path, make_nlp, tiny_base_model, tiny_checkpoint):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "tiny.safetensors"
+    save_file(torch.load(tiny_checkpoint, weights_only=True), str(path))
+    assert ents(make_nlp("es", checkpoint=path)(TEXT)) == ents(make_nlp("es")(TEXT))
+
+
+def test_sibling_checkpoints_give_their_own_entity_type(tmp_path, make_nlp, tiny_base_model):
+    path = build_tiny_checkpoint(
+        tmp_path / "symptom.pt", tiny_base_model, tasks=("symptom_es_ner", "symptom_it_ner", "symptom_ro_ner")
+    )
+    nlp = make_nlp("it", checkpoint=path)
+    doc = nlp("Paziente con dolore toracico, dispnea e febbre alta; tosse secca da tre giorni.")
+    assert nlp.get_pipe("dt4h_disease").labels == ("SYMPTOM",)
+    assert {e.label_ for e in doc.ents} <= {"SYMPTOM"}
+
+
+def load(make_nlp, path, **config):
+    return make_nlp("es", checkpoint=path, **config).get_pipe("dt4h_disease").tagger
+
+
+def test_missing_file(make_nlp, tmp_path):
+    with pytest.raises(CheckpointError, match="not found.*nope.pt"):
+        load(make_nlp, tmp_path / "nope.pt")
+
+
+def test_random_bytes_and_truncated_files(make_nlp, tmp_path, tiny_checkpoint):
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(os.urandom(4096))
+    with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint|not a plain state dict"):
+        load(make_nlp, junk)
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(tiny_checkpoint.read_bytes()[:5000])
+    with pytest.raises(CheckpointError, match="truncated"):
+        load(make_nlp, truncated)
+
+
+def test_not_a_multitask_checkpoint_shows_what_was_found(make_nlp, tmp_path):
+    path = tmp_path / "other.pt"
+    torch.save({"bert.embeddings.weight": torch.zeros(2, 2), "classifier.weight": torch.zeros(3, 2)}, path)
+    with pytest.raises(CheckpointError, match=r"not a DT4H multi-task checkpoint.*bert\.embeddings\.weight"):
+        load(make_nlp, path)
+    with pytest.raises(CheckpointError, match="does not hold a state dict"):
+        normalize_state_dict([1, 2, 3])
+
+
+def test_missing_and_unexpected_encoder_keys_are_listed(make_nlp, tmp_path, tiny_checkpoint):
+    state = torch.load(tiny_checkpoint, weights_only=True)
+    dropped = {k: v for k, v in state.items() if ".layer.1." not in k}
+    torch.save(dropped, tmp_path / "dropped.pt")
+    with pytest.raises(CheckpointError, match=r"Missing from the checkpoint: \['encoder\.layer\.1\."):
+        load(make_nlp, tmp_path / "dropped.pt")
+    extra = {**state, "encoder.encoder.layer.7.output.dense.weight": torch.zeros(32, 64)}
+    torch.save(extra, tmp_path / "extra.pt")
+    with pytest.raises(CheckpointError, match=r"not expected: \['encoder\.layer\.7\.output\.dense\.weight'\]"):
+        load(make_nlp, tmp_path / "extra.pt")
+
+
+def test_head_width_must_match_the_encoder(make_nlp, tmp_path, tiny_checkpoint):
+    state = torch.load(tiny_checkpoint, weights_only=True)
+    state["classifiers.disease_es_ner.weight"] = torch.zeros(3, 48)
+    torch.save(state, tmp_path / "wide.pt")
+    with pytest.raises(CheckpointError, match=r"disease_es_ner.*\(3, 48\).*hidden size is 32"):
+        load(make_nlp, tmp_path / "wide.pt")
+
+
+def test_encoder_of_another_size_is_refused(make_nlp, tmp_path):
+    other = build_tiny_base_model(tmp_path / "big", hidden=48)
+    path = build_tiny_checkpoint(tmp_path / "big.pt", other)
+    with pytest.raises(CheckpointError, match="do not belong together|do not fit"):
+        load(make_nlp, path)
+
+
+def test_unknown_task_lists_the_available_heads(make_nlp):
+    with pytest.raises(CheckpointError, match=r"disease_en_ner.*'disease_es_ner', 'disease_it_ner', 'disease_ro_ner'"):
+        load(make_nlp, None, tasks={"en": "disease_en_ner"})
+
+
+def test_labels_override_must_fit_the_head(make_nlp):
+    with pytest.raises(ValueError, match="predicts 3 labels but 2 were given"):
+        load(make_nlp, None, labels=["B-DISEASE", "O"])
+    nlp = make_nlp("es", labels=["B-ILLNESS", "I-ILLNESS", "O"])
+    assert {e.label_ for e in nlp(TEXT).ents} <= {"ILLNESS"}
+
+
+def test_base_model_without_tokenizer(make_nlp, tmp_path, tiny_base_model):
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / "config.json").write_bytes((tiny_base_model / "config.json").read_bytes())
+    with pytest.raises(CheckpointError, match="has no tokenizer files.*save_pretrained"):
+        load(make_nlp, None, base_model=str(bare))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(CheckpointError, match="has no config.json"):
+        load(make_nlp, None, base_model=str(empty))
+
+
+def test_offline_hub_name_says_how_to_pass_a_local_path(make_nlp, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(CheckpointError, match="local path"):
+        load(make_nlp, "BSC-NLP4BIA/not-a-cached-model")
+
+
+class Exploit:
+    """Unpickling this would create a marker file: proof that code ran."""
+
+    marker = None
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_pickled_code_never_runs_by_default(make_nlp, tmp_path, tiny_checkpoint):
+    marker = tmp_path / "pwned"
+    Exploit.marker = marker
+    state = torch.load(tiny_checkpoint, weights_only=True)
+    path = tmp_path / "evil.pt"
+    torch.save({**state, "payload": Exploit()}, path)
+    with pytest.raises(CheckpointError, match="allow_unsafe_pickle"):
+        load(make_nlp, path)
+    assert not marker.exists()
+
+
+def test_full_module_pickle_loads_only_with_explicit_opt_in(make_nlp, tmp_path, tiny_base_model):
+    path = tmp_path / "module.pt"
+    torch.save(build_tiny_model(tiny_base_model), path)
+    with pytest.raises(CheckpointError, match="refused.*allow_unsafe_pickle"):
+        load(make_nlp, path)
+    tagger = load(make_nlp, path, allow_unsafe_pickle=True)
+    assert set(tagger.schemes) == {"disease_es_ner", "disease_it_ner", "disease_ro_ner"}
