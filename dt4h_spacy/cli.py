@@ -11,6 +11,7 @@ import re
 import sys
 import warnings
 from collections import defaultdict
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Dict, Iterator, List, Optional, Tuple
 
@@ -21,9 +22,9 @@ from spacy.tokens import Doc
 from tqdm import tqdm
 
 from .component import DiseaseRecognizer
-from .corpus import build_docbins, read_brat_corpus, read_tsv_corpus, write_docbins
+from .corpus import build_docbins, read_brat_corpus, read_iob_csv, read_tsv_corpus, write_docbins
 from .evaluate import evaluate_files
-from .filenames import lang_from_filename
+from .filenames import lang_from_filename, spacy_lang
 from .textfiles import Failure, atomic_write, find_txt_files, read_documents
 from .tsv import Mention, TSVError, write_mentions
 
@@ -111,7 +112,7 @@ def _load_pipelines(langs: List[str], model_dir: Optional[Path], config: Dict[st
         return {lang: nlp for lang in langs}
     pipelines: Dict[str, Language] = {}
     for lang in langs:
-        nlp = spacy.blank(lang)
+        nlp = spacy.blank(spacy_lang(lang))
         if not pipelines:
             nlp.add_pipe(FACTORY, config={**config, **runtime})
         else:
@@ -182,6 +183,8 @@ def predict_command(
     """
     if model is not None and (checkpoint or base_model):
         raise typer.BadParameter("use either --model or --checkpoint/--base-model, not both.", param_hint="--model")
+    if output.is_dir():
+        raise typer.BadParameter(f"{output} is a folder; give the path of the TSV file to write.", param_hint="OUTPUT")
     if not output.parent.is_dir() or not os.access(output.parent, os.W_OK):
         raise typer.BadParameter(f"cannot write into {output.parent}: it does not exist or is not writable.",
                                  param_hint="OUTPUT")
@@ -197,7 +200,7 @@ def predict_command(
     try:
         pipelines = _load_pipelines(sorted(groups), model, config, {"batch_size": batch_size, "device": device})
         _check_languages(pipelines)
-    except (OSError, ValueError) as err:  # CheckpointError is a ValueError
+    except (ImportError, OSError, ValueError) as err:  # CheckpointError is a ValueError; E048 an ImportError
         _error(str(err))
         raise typer.Exit(2) from err
 
@@ -274,15 +277,43 @@ def evaluate_command(
 # --------------------------------------------------------------------------- convert
 
 
+class CorpusFormat(str, Enum):
+    """Source formats ``convert`` reads; each maps to one reader in :mod:`dt4h_spacy.corpus`."""
+
+    auto = "auto"
+    tsv = "tsv"
+    brat = "brat"
+    iob = "iob"
+
+
+def _read_corpus(fmt: CorpusFormat, source: Path, mentions: Optional[Path], recursive: bool) -> Iterator[Any]:
+    """The reader for ``fmt``; a new format is one more reader and one more branch here."""
+    if fmt is CorpusFormat.auto:
+        fmt = CorpusFormat.tsv if mentions is not None else CorpusFormat.brat
+    if fmt is CorpusFormat.tsv:
+        if mentions is None:
+            raise typer.BadParameter("the tsv format needs --mentions MENTIONS.tsv.", param_hint="--format")
+        return read_tsv_corpus(source, mentions, recursive)
+    if fmt is CorpusFormat.brat:
+        return read_brat_corpus(source, recursive)
+    return read_iob_csv(source)
+
+
 @app.command("convert")
 def convert_command(
-    input_dir: Annotated[Path, typer.Argument(metavar="INPUT_DIR", help="Folder of .txt files (with .ann files beside them for brat).",
-                                              show_default=False)],
-    output_dir: Annotated[Path, typer.Argument(metavar="OUTPUT_DIR", help="Folder for the DocBin files, one <lang>.spacy per language.",
-                                               show_default=False)],
+    source: Annotated[Path, typer.Argument(
+        metavar="INPUT", help="Folder of .txt files (with .ann files beside them for brat), or for iob a CSV file "
+                              "or folder of CSVs.", show_default=False)],
+    output_dir: Annotated[Path, typer.Argument(
+        metavar="OUTPUT_DIR", help="Folder for the DocBin files, one <lang>.spacy per language.", show_default=False)],
     mentions: Annotated[Optional[Path], typer.Option(
-        "--mentions", help="TSV of mentions (MultiClinAI columns, or DisTEMIST's off0/off1/span). "
-                           "Without it, brat .ann files are read.", show_default=False)] = None,
+        "--mentions", help="TSV of mentions (MultiClinAI columns, or DisTEMIST's off0/off1/span) for the .txt files.",
+        show_default=False)] = None,
+    fmt: Annotated[CorpusFormat, typer.Option(
+        "--format",
+        help="tsv: .txt files + --mentions TSV; brat: .txt + .ann; iob: the DT4H authors' token CSVs "
+             "(ner,start,end,token; blank line between sentences; needs --lang). auto: tsv with --mentions, "
+             "else brat.")] = CorpusFormat.auto,
     lang: LangOption = "auto",
     entity: EntityOption = None,
     recursive: RecursiveOption = False,
@@ -294,18 +325,22 @@ def convert_command(
     boundaries are snapped outwards, overlapping ones keep the longest; every snapped or
     dropped mention is counted in the summary. Exit code 1 if any file could not be used.
     """
+    if fmt is CorpusFormat.iob and lang == "auto":
+        raise typer.BadParameter("iob CSVs carry no MultiClinNER document names; pass the language, e.g. --lang es.",
+                                 param_hint="--lang")
     try:
-        items = (read_tsv_corpus(input_dir, mentions, recursive) if mentions is not None
-                 else read_brat_corpus(input_dir, recursive))
-        conversion = build_docbins(items, lang=lang, entity=entity)
+        conversion = build_docbins(_read_corpus(fmt, source, mentions, recursive), lang=lang, entity=entity)
     except TSVError as err:
         _error(str(err))
         raise typer.Exit(1) from err
+    except ValueError as err:
+        _error(str(err))
+        raise typer.Exit(2) from err
     except OSError as err:
-        raise typer.BadParameter(str(err), param_hint="INPUT_DIR") from err
+        raise typer.BadParameter(str(err), param_hint="INPUT") from err
     _report_failures(conversion.failures)
     if not conversion.docs:
-        _error(f"no documents converted from {input_dir}; nothing written.")
+        _error(f"no documents converted from {source}; nothing written.")
         raise typer.Exit(1)
     try:
         written = write_docbins(conversion, output_dir)

@@ -11,6 +11,8 @@ fall on the language tokenizer's token boundaries is snapped outwards
 nobody trains on silently broken data.
 """
 
+import csv
+import io
 import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -22,12 +24,9 @@ from spacy.language import Language
 from spacy.tokens import Doc, DocBin, Span
 from spacy.util import filter_spans
 
-from .filenames import lang_from_filename
+from .filenames import lang_from_filename, spacy_lang
 from .textfiles import Failure, UnreadableFile, atomic_write, document_name, find_txt_files, read_documents, read_text
 from .tsv import read_mentions
-
-# MultiClinNER writes Czech as "cz"; spaCy's tokenizer for it is "cs".
-SPACY_LANG = {"cz": "cs"}
 
 BRAT_TEXTBOUND = re.compile(r"^(?P<id>T\S*)\t(?P<label>\S+) (?P<offsets>\d+ \d+(?:;\d+ \d+)*)\t(?P<text>.*)$")
 
@@ -106,19 +105,21 @@ def read_tsv_corpus(txt_dir: Path, mentions_tsv: Path, recursive: bool = False) 
         yield Failure(Path(name), f"{len(mentions)} mention(s) in {mentions_tsv} but no {name}.txt in {txt_dir}")
 
 
-def parse_brat(ann: str, source: str) -> Tuple[List[RawMention], Counter]:
+def parse_brat(ann: str) -> Tuple[List[RawMention], Counter]:
     """Text-bound (``T``) annotations of a brat ``.ann``; other kinds (relations, notes…) are ignored.
 
     Discontinuous mentions (``10 15;20 25``) cannot be one entity span, so they are dropped.
     """
     mentions: List[RawMention] = []
     dropped: Counter = Counter()
-    for number, line in enumerate(ann.splitlines(), start=1):
+    # split on "\n" only: str.splitlines would also split inside texts holding U+2028, \x1c…
+    for number, line in enumerate(ann.split("\n"), start=1):
+        line = line[:-1] if line.endswith("\r") else line
         if not line.startswith("T"):
             continue
         match = BRAT_TEXTBOUND.match(line)
         if match is None:
-            raise ValueError(f"{source} line {number}: malformed text-bound annotation {line[:60]!r}")
+            raise ValueError(f"line {number}: malformed text-bound annotation {line[:60]!r}")
         if ";" in match.group("offsets"):
             dropped["discontinuous"] += 1
             continue
@@ -137,11 +138,81 @@ def read_brat_corpus(folder: Path, recursive: bool = False) -> Iterator[Union[An
             continue
         ann_path = item.path.with_suffix(".ann")
         try:
-            mentions, dropped = parse_brat(read_text(ann_path), str(ann_path))
+            mentions, dropped = parse_brat(read_text(ann_path))
         except (UnreadableFile, ValueError) as err:
             yield Failure(ann_path, str(err))
             continue
         yield AnnotatedText(item.name, item.text, mentions, dropped)
+
+
+def _iob_sentence(rows: List[Tuple[int, str, int, int, str]], name: str) -> AnnotatedText:
+    """One sentence of token rows ``(line, tag, start, end, token)`` as text plus mentions.
+
+    The text is the tokens joined by one space wherever the source offsets leave a gap, so
+    it never depends on offsets agreeing with token lengths. An ``I-`` tag that does not
+    continue an entity of its type starts one, as in CoNLL evaluation.
+    """
+    text = ""
+    mentions: List[RawMention] = []
+    open_label, open_start = None, 0
+    previous_end: Optional[int] = None
+    for line, tag, start, end, token in rows:
+        if previous_end is not None and start > previous_end:
+            text += " "
+        token_start = len(text)
+        text += token
+        previous_end = end
+        prefix, _, label = tag.partition("-")
+        if tag != "O" and (prefix not in ("B", "I") or not label):
+            raise ValueError(f"line {line}: tag {tag!r} is not IOB (O, B-<label>, I-<label>)")
+        if open_label is not None and (tag == "O" or prefix == "B" or label != open_label):
+            mentions.append(RawMention(open_start, text_end, open_label))
+            open_label = None
+        if tag != "O" and open_label is None:
+            open_label, open_start = label, token_start
+        text_end = len(text)
+    if open_label is not None:
+        mentions.append(RawMention(open_start, len(text), open_label))
+    return AnnotatedText(name, text, mentions)
+
+
+def read_iob_csv(path: Path) -> Iterator[Union[AnnotatedText, Failure]]:
+    """The DT4H authors' token-per-row CSV: ``ner,start,end,token``, no header, one sentence
+    per block (blank or empty-field lines in between). Each sentence becomes one text named
+    ``<file stem>#<n>``; a CSV that cannot be parsed is one failure naming its line.
+    ``path`` may be a CSV file or a folder of them (read in name order).
+    """
+    paths = sorted(path.glob("*.csv")) if path.is_dir() else [path]
+    for csv_path in paths:
+        try:
+            sentences = list(_iob_sentences(csv_path))
+        except (UnreadableFile, ValueError) as err:
+            yield Failure(csv_path, str(err))
+            continue
+        yield from sentences
+
+
+def _iob_sentences(path: Path) -> Iterator[AnnotatedText]:
+    rows: List[Tuple[int, str, int, int, str]] = []
+    count = 0
+    reader = csv.reader(io.StringIO(read_text(path), newline=""))
+    for fields in reader:
+        number = reader.line_num
+        if not fields or all(not field for field in fields):
+            if rows:
+                count += 1
+                yield _iob_sentence(rows, f"{path.stem}#{count}")
+                rows = []
+            continue
+        if len(fields) != 4:
+            raise ValueError(f"line {number}: expected 4 fields (ner,start,end,token), got {len(fields)}")
+        tag, start, end, token = fields
+        try:
+            rows.append((number, tag.strip(), int(float(start)), int(float(end)), token))
+        except ValueError:
+            raise ValueError(f"line {number}: start/end {start!r}, {end!r} are not character offsets") from None
+    if rows:
+        yield _iob_sentence(rows, f"{path.stem}#{count + 1}")
 
 
 def _trim_space(span: Span) -> Span:
@@ -192,6 +263,7 @@ def build_docbins(items: Iterable[Union[AnnotatedText, Failure]], lang: str = "a
 
     ``lang="auto"`` takes the language from the MultiClinNER file name; a document whose name
     carries none is a failure (pass an explicit ``lang``). ``entity`` keeps only that label.
+    Raises ``ValueError`` for a language spaCy has no tokenizer for.
     """
     result = Conversion()
     tokenizers: Dict[str, Language] = {}
@@ -205,7 +277,11 @@ def build_docbins(items: Iterable[Union[AnnotatedText, Failure]], lang: str = "a
                                            "(expected MultiClinNER-<lang>-…); pass --lang"))
             continue
         if doc_lang not in tokenizers:
-            tokenizers[doc_lang] = spacy.blank(SPACY_LANG.get(doc_lang, doc_lang))
+            try:
+                tokenizers[doc_lang] = spacy.blank(spacy_lang(doc_lang))
+            except ImportError as err:
+                raise ValueError(f"spaCy has no tokenizer for language {doc_lang!r} (document {item.name}); "
+                                 "pass --lang with a language spaCy knows.") from err
         stats = result.stats[doc_lang]
         stats.documents += 1
         stats.dropped.update(item.dropped)

@@ -11,6 +11,9 @@ from typing import Optional
 
 MULTICLINNER_NAME = re.compile(r"^MultiClinNER[-_](?P<lang>[A-Za-z]{2,3})(?=[-_.]|$)", re.IGNORECASE)
 
+# Codes the shared task writes differently from spaCy: its Czech is "cz", spaCy's is "cs".
+SPACY_LANGS = {"cz": "cs"}
+
 
 def lang_from_filename(name: str) -> Optional[str]:
     """``MultiClinNER-es-test-disease-00019(.txt)`` → ``"es"``; None when the name has none.
@@ -21,3 +24,8 @@ def lang_from_filename(name: str) -> Optional[str]:
     """
     match = MULTICLINNER_NAME.match(PurePath(name).name)
     return match.group("lang").lower() if match else None
+
+
+def spacy_lang(code: str) -> str:
+    """The spaCy language (tokenizer) for a shared-task language code."""
+    return SPACY_LANGS.get(code, code)

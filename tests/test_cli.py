@@ -311,3 +311,25 @@ def test_convert_brat_without_ann_files_converts_nothing(tmp_path):
     assert result.exit_code == 1
     assert "MultiClinNER-es-train-disease-1.ann: cannot read" in result.stderr
     assert "no documents converted" in result.stderr and not (tmp_path / "out").exists()
+
+
+def test_convert_iob_needs_a_language_and_then_converts(tmp_path):
+    (tmp_path / "es-disease-fold_1-train.csv").write_text("O,0,3,Con\nB-DISEASE,4,8,asma\n\nO,0,3,Sin\n")
+    refused = run("convert", tmp_path / "es-disease-fold_1-train.csv", tmp_path / "out", "--format", "iob")
+    assert refused.exit_code == 2 and "--lang es" in refused.output
+    result = run("convert", tmp_path / "es-disease-fold_1-train.csv", tmp_path / "out", "--format", "iob", "--lang", "es")
+    assert result.exit_code == 0, result.output
+    assert "es: 2 documents, 1 mentions -> 1 entities" in result.stdout
+
+
+def test_convert_unknown_language_is_a_clear_error(tmp_path):
+    (tmp_path / "MultiClinNER-qq-train-disease-1.txt").write_text("asma")
+    (tmp_path / "MultiClinNER-qq-train-disease-1.ann").write_text("")
+    result = run("convert", tmp_path, tmp_path / "out")
+    assert result.exit_code == 2 and "spaCy has no tokenizer for language 'qq'" in result.stderr
+
+
+def test_predict_refuses_a_folder_as_output(tmp_path):
+    (tmp_path / "MultiClinNER-es-x-1.txt").write_text("asma")
+    result = run("predict", tmp_path, tmp_path)
+    assert result.exit_code == 2 and "is a folder" in result.output

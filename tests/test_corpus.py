@@ -8,7 +8,7 @@ from spacy.tokens import DocBin
 
 from dt4h_spacy.corpus import (
     AnnotatedText, LangStats, RawMention, annotate_doc, build_docbins, parse_brat, read_brat_corpus,
-    read_tsv_corpus, write_docbins,
+    read_iob_csv, read_tsv_corpus, write_docbins,
 )
 from dt4h_spacy.textfiles import Failure
 from dt4h_spacy.tsv import TSVError, read_mentions
@@ -139,11 +139,13 @@ def test_malformed_mentions_tsv_raises(tmp_path):
 
 def test_parse_brat_keeps_text_bound_annotations():
     ann = "T1\tDISEASE 13 21\tdiabetes\n#1\tAnnotatorNotes T1\tnota\nT2\tDISEASE 0 4;9 12\tPaci con\nR1\tRel Arg1:T1 Arg2:T2\n"
-    mentions, dropped = parse_brat(ann, "x.ann")
+    mentions, dropped = parse_brat(ann)
     assert mentions == [RawMention(13, 21, "DISEASE", "diabetes")]
     assert dropped == {"discontinuous": 1}
-    with pytest.raises(ValueError, match="x.ann line 1: malformed"):
-        parse_brat("T1\tDISEASE 13\tdiabetes\n", "x.ann")
+    # Only "\n" ends a line: a text holding U+2028 stays one annotation.
+    assert parse_brat("T1\tDISEASE 0 3\ta\u2028b\r\n")[0] == [RawMention(0, 3, "DISEASE", "a\u2028b")]
+    with pytest.raises(ValueError, match="line 1: malformed"):
+        parse_brat("T1\tDISEASE 13\tdiabetes\n")
 
 
 def test_brat_folder(tmp_path):
@@ -171,3 +173,44 @@ def test_bundled_examples_convert_without_loss():
     assert sum(s.entities for s in conversion.stats.values()) == len(gold)
     assert all(s.snapped == 0 and not s.dropped and s.text_mismatch == 0 for s in conversion.stats.values())
     assert {lang: len(docs) for lang, docs in conversion.docs.items()} == {"es": 2, "it": 2, "ro": 3}
+
+
+IOB = (
+    "O,0,8,Paciente\nO,9,12,con\nB-DISEASE,13,21,diabetes\nI-DISEASE,22,26,tipo\nI-DISEASE,27,28,2\nO,28,29,.\n"
+    "\n"
+    'I-DISEASE,30,34,asma\nO,34,35,","\nB-DISEASE,36,40,gota\nB-DISEASE,41,46,lupus\n'
+    ",,,\n"  # an all-empty row also ends a sentence (the authors' NaN separator)
+    "O,0,3,Sin\n"
+)
+
+
+def test_iob_csv_sentences_become_texts_with_mentions(tmp_path):
+    (tmp_path / "es-disease-fold_1-train.csv").write_text(IOB)
+    items = list(read_iob_csv(tmp_path / "es-disease-fold_1-train.csv"))
+    assert [(i.name, i.text) for i in items] == [
+        ("es-disease-fold_1-train#1", "Paciente con diabetes tipo 2."),
+        ("es-disease-fold_1-train#2", "asma, gota lupus"),
+        ("es-disease-fold_1-train#3", "Sin"),
+    ]
+    assert items[0].mentions == [RawMention(13, 28, "DISEASE")]
+    # An orphan I- starts a mention; B- right after a mention starts another.
+    assert items[1].mentions == [RawMention(0, 4, "DISEASE"), RawMention(6, 10, "DISEASE"), RawMention(11, 16, "DISEASE")]
+    conversion = build_docbins(items, lang="es")
+    assert [ents(d) for d in conversion.docs["es"]] == [
+        [("diabetes tipo 2", "DISEASE", 13, 28)],
+        [("asma", "DISEASE", 0, 4), ("gota", "DISEASE", 6, 10), ("lupus", "DISEASE", 11, 16)],
+        [],
+    ]
+
+
+def test_iob_folder_with_a_bad_csv_still_reads_the_others(tmp_path):
+    (tmp_path / "a.csv").write_text(IOB)
+    (tmp_path / "b.csv").write_text("O,0,3,Sin\nX-DISEASE,4,8,asma\n")
+    (tmp_path / "c.csv").write_text("O,0,3\n")
+    items = list(read_iob_csv(tmp_path))
+    failures = [str(i) for i in items if isinstance(i, Failure)]
+    assert failures == [
+        f"{tmp_path / 'b.csv'}: line 2: tag 'X-DISEASE' is not IOB (O, B-<label>, I-<label>)",
+        f"{tmp_path / 'c.csv'}: line 1: expected 4 fields (ner,start,end,token), got 3",
+    ]
+    assert len(items) == 5
