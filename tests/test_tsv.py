@@ -99,13 +99,22 @@ def test_format_is_the_authors_layout_with_a_clear_quoting_rule():
     assert format_mentions(mentions) == HEADER + 'd\tDISEASE\t0\t4\tasma\nd\tDISEASE\t5\t12\t"a\tb""c\rd"\n'
 
 
+def test_a_lone_carriage_return_is_quoted(tmp_path):
+    # Python's csv writer would leave it bare with lineterminator="\n", splitting the row.
+    assert format_mentions([Mention("d", "DISEASE", 0, 3, "a\rb")]).endswith('d\tDISEASE\t0\t3\t"a\rb"\n')
+    write_mentions(tmp_path / "out.tsv", [Mention("d", "DISEASE", 0, 3, "a\rb")])
+    assert read_mentions(tmp_path / "out.tsv")[0].text == "a\rb"
+
+
 def test_write_sorts_by_filename_then_start(tmp_path):
     rows = [Mention("b", "DISEASE", 0, 4, "x"), Mention("a", "DISEASE", 9, 12, "y"), Mention("a", "DISEASE", 2, 5, "z")]
     write_mentions(tmp_path / "out.tsv", rows)
     assert [(m.filename, m.start) for m in read_mentions(tmp_path / "out.tsv")] == [("a", 2), ("a", 9), ("b", 0)]
 
 
-texts = st.text(st.characters(blacklist_categories=("Cs",)), min_size=0, max_size=12)
+# Biased towards the characters that need quoting, which random unicode rarely produces.
+texts = st.text(st.one_of(st.sampled_from(["\t", '"', "\n", "\r", " ", "\u00a0", "\U0001F60A", "a"]),
+                          st.characters(blacklist_categories=("Cs",))), max_size=12)
 mentions = st.builds(Mention, filename=st.from_regex(r"[A-Za-z0-9_.\-]{1,12}", fullmatch=True),
                      label=st.sampled_from(["DISEASE", "SYMPTOM"]), start=st.integers(0, 50),
                      end=st.integers(51, 99), text=texts)
