@@ -26,7 +26,9 @@ from .corpus import build_docbins, read_brat_corpus, read_iob_csv, read_tsv_corp
 from .evaluate import evaluate_files
 from .filenames import lang_from_filename, spacy_lang
 from .textfiles import Failure, atomic_write, find_txt_files, read_documents
+from .training.command import TRAIN_CONTEXT, train_command
 from .tsv import Mention, TSVError, write_mentions
+from .visualize import visualize_command
 
 FACTORY = "dt4h_disease"
 LANG_CODE = re.compile(r"^(auto|[a-z]{2,3})$")
@@ -352,6 +354,13 @@ def convert_command(
             typer.echo(f"{doc_lang}: {conversion.stats[doc_lang].summary()} -> {path}")
     if conversion.failures:
         raise typer.Exit(1)
+
+
+# ------------------------------------------------------------- train, visualize
+# (their logic lives in dt4h_spacy.training and dt4h_spacy.visualize)
+
+app.command("train", context_settings=TRAIN_CONTEXT)(train_command)
+app.command("visualize")(visualize_command)
 
 
 def main() -> None:

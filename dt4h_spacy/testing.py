@@ -213,38 +213,27 @@ def synthetic_sentences(lang: str, n: int, seed: int = 0) -> list:
 
 
 def train_tiny_model(base_model: PathLike, steps: int = 200, seed: int = 0) -> MultiTaskTokenClassifier:
-    """Teach a tiny model each head's own disease words, in a few seconds on a CPU."""
-    from .labels import default_labels
-    from .windows import encode_words
+    """Teach a tiny model each head's own disease words, in a few seconds on a CPU.
 
+    Uses the trainer's own alignment and step, so this model learns exactly as a real one.
+    """
     from transformers import AutoTokenizer
+
+    from .labels import default_labels
+    from .training.data import Unit, collate, encode_examples
+    from .training.loop import training_step
 
     tokenizer = AutoTokenizer.from_pretrained(base_model)
     model = build_tiny_model(base_model, TASKS, seed).train()
     label_ids = {label: i for i, label in enumerate(default_labels("disease_es_ner"))}
     batches = []
     for lang, task in LANG_TASK.items():
-        sentences = synthetic_sentences(lang, 64, seed)
-        encoded = encode_words(tokenizer, [words for words, _ in sentences])
-        length = max(len(e.subword_ids) for e in encoded) + 2
-        ids = torch.full((len(encoded), length), tokenizer.pad_token_id)
-        mask = torch.zeros((len(encoded), length), dtype=torch.long)
-        targets = torch.full((len(encoded), length), -100)
-        for row, (enc, (_, tags)) in enumerate(zip(encoded, sentences)):
-            n = len(enc.subword_ids)
-            ids[row, 0], ids[row, 1 : n + 1], ids[row, n + 1] = tokenizer.cls_token_id, torch.from_numpy(enc.subword_ids), tokenizer.sep_token_id
-            mask[row, : n + 2] = 1
-            targets[row, torch.from_numpy(enc.first_subword + 1)] = torch.tensor([label_ids[t] for t in tags])
-        batches.append((task, ids, mask, targets))
+        units = [Unit(tuple(words), tuple(label_ids[t] for t in tags)) for words, tags in synthetic_sentences(lang, 64, seed)]
+        batches.append((task, collate(encode_examples(tokenizer, units), tokenizer.pad_token_id)))
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    loss_fn = torch.nn.CrossEntropyLoss(ignore_index=-100)
     for step in range(steps):
-        task, ids, mask, targets = batches[step % len(batches)]
-        logits = model(ids, mask, task)
-        loss = loss_fn(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+        task, batch = batches[step % len(batches)]
+        training_step(model, optimizer, task, batch)
     return model.eval()
 
 

@@ -1,0 +1,71 @@
+"""Score every trained pipeline on the dev texts of its language: the project's evaluate step.
+
+Each pipeline in PIPELINES_DIR annotates the .txt files (searched recursively) of the
+languages it serves, as ``dt4h-spacy predict`` would; all predictions are scored together
+against the gold TSV with the official MultiClinAI metrics, per language and overall.
+
+Usage: ``python scripts/evaluate_pipelines.py PIPELINES_DIR TEXTS_DIR GOLD_TSV OUT_DIR [--entity DISEASE]``
+Writes ``OUT_DIR/predictions.tsv``, ``OUT_DIR/scores.json`` (official keys + per_lang) and
+``OUT_DIR/scores.md`` (the per-language table).
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Dict, List
+
+import spacy
+
+from dt4h_spacy.evaluate import evaluate
+from dt4h_spacy.textfiles import find_txt_files
+from dt4h_spacy.tsv import Mention, read_mentions, write_mentions
+from dt4h_spacy.visualize import annotate_files
+
+COLUMNS = ("strict P", "strict R", "strict F1", "char P", "char R", "char F1", "gold", "predicted")
+
+
+def markdown_table(result: Dict[str, Any]) -> str:
+    """Strict and character-overlap P/R/F1 per language, then all languages together."""
+    lines = ["| language | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
+    rows = list(result["per_lang"].items()) + [("**all**", result)]
+    for name, metrics in rows:
+        strict, char = metrics["strict"], metrics["char_f1"]
+        values = [strict["precision"], strict["recall"], strict["f1"], char["precision"], char["recall"], char["f1"]]
+        cells = [f"{v:.4f}" for v in values] + [str(char["n_gold"]), str(char["n_pred"])]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("pipelines", type=Path, help="folder of pipelines (dt4h-spacy train's OUTPUT/pipelines)")
+    parser.add_argument("texts", type=Path, help="folder of dev .txt files (MultiClinNER names), searched recursively")
+    parser.add_argument("gold", type=Path, help="gold MultiClinAI TSV of those texts")
+    parser.add_argument("out", type=Path, help="folder for predictions.tsv, scores.json and scores.md")
+    parser.add_argument("--entity", default=None, help="score only this label (e.g. DISEASE)")
+    args = parser.parse_args()
+    pipelines = sorted(p for p in args.pipelines.iterdir() if (p / "config.cfg").is_file())
+    if not pipelines:
+        parser.error(f"no pipelines (folders with config.cfg) in {args.pipelines}")
+    paths, failures = find_txt_files(args.texts, recursive=True)
+    predicted: List[Mention] = []
+    for path in pipelines:
+        docs, _ = annotate_files(spacy.load(path), paths, "auto", failures)
+        predicted.extend(Mention(name, e.label_, e.start_char, e.end_char, e.text) for name, doc in docs for e in doc.ents)
+        print(f"{path.name}: {len(docs)} documents annotated")
+    for failure in failures:
+        print(f"error: skipped {failure}", file=sys.stderr)
+    result = evaluate(read_mentions(args.gold), predicted, args.entity)
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_mentions(args.out / "predictions.tsv", predicted)
+    scores = {key: value for key, value in result.items() if key != "per_file"}
+    (args.out / "scores.json").write_text(json.dumps(scores, indent=2) + "\n", encoding="utf-8")
+    table = markdown_table(result)
+    (args.out / "scores.md").write_text(table, encoding="utf-8")
+    print(table, end="")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
