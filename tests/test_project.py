@@ -108,3 +108,12 @@ def test_real_data_assets_are_marked_extra_and_unused_by_the_sample():
     sample_deps = [d for step in config["workflows"]["sample"] for d in commands[step].get("deps", [])]
     assert not any(d.startswith("assets/") for d in sample_deps)
     assert list(config["workflows"]) == ["sample", "all"]
+
+
+def test_the_bundled_sample_is_exactly_what_its_script_writes(tmp_path):
+    result = _run([sys.executable, str(ROOT / "scripts/make_sample.py"), str(tmp_path)], tmp_path, timeout=120)
+    assert result.returncode == 0, result.stderr
+    written = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file())
+    bundled = sorted(p.relative_to(ROOT / "sample") for p in (ROOT / "sample").rglob("*") if p.is_file() and p.name != "README.md")
+    assert written == bundled and len(written) == 3 * (48 + 12) + 2  # texts + two TSVs
+    assert all((tmp_path / p).read_bytes() == (ROOT / "sample" / p).read_bytes() for p in written)
