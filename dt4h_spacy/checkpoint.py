@@ -28,11 +28,14 @@ StateDict = Dict[str, torch.Tensor]
 PathLike = Union[str, Path]
 
 
-def load_checkpoint_file(path: PathLike, allow_unsafe_pickle: bool = False) -> StateDict:
+def load_checkpoint_file(path: PathLike, allow_unsafe_pickle: bool = False, mmap: bool = False) -> StateDict:
     """Load a ``.pt``/``.bin``/``.safetensors`` file into the authors' key layout.
 
     ``torch.load`` runs with ``weights_only=True`` unless the caller opts in, because a
     pickled checkpoint from the internet can execute arbitrary code when unpickled.
+    ``mmap`` maps a (zip-format) ``.pt`` instead of reading it: a model that adopts the
+    tensors then costs no second copy, but the file must not be overwritten in place while
+    it is in use.
     """
     path = Path(path)
     if not path.exists():
@@ -50,13 +53,13 @@ def load_checkpoint_file(path: PathLike, allow_unsafe_pickle: bool = False) -> S
         except Exception as err:
             raise CheckpointError(f"{path} is not a readable safetensors file: {err}") from err
     else:
-        raw = _torch_load(path, allow_unsafe_pickle)
+        raw = _torch_load(path, allow_unsafe_pickle, mmap and zipfile.is_zipfile(path))
     return normalize_state_dict(raw, source=str(path))
 
 
-def _torch_load(path: Path, allow_unsafe_pickle: bool) -> Any:
+def _torch_load(path: Path, allow_unsafe_pickle: bool, mmap: bool) -> Any:
     try:
-        return torch.load(path, map_location="cpu", weights_only=not allow_unsafe_pickle)
+        return torch.load(path, map_location="cpu", weights_only=not allow_unsafe_pickle, mmap=mmap)
     except pickle.UnpicklingError as err:
         if allow_unsafe_pickle:
             raise CheckpointError(f"{path} could not be unpickled: {err}") from err

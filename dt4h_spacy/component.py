@@ -24,7 +24,7 @@ from transformers import AutoConfig, AutoTokenizer
 from .checkpoint import load_checkpoint_file, resolve_checkpoint, save_checkpoint
 from .decoding import ORPHAN_I_MODES, decode_bio
 from .errors import CheckpointError
-from .inference import WordTagger
+from .inference import WordTagger, check_speed_options
 from .labels import LabelScheme, tasks_by_lang
 from .model import MultiTaskTokenClassifier, load_base_model, model_from_state_dict
 from .spans import entity_spans, word_tokens
@@ -50,6 +50,9 @@ DEFAULT_CONFIG: Dict[str, Any] = {
     "max_length": 512,
     "stride": 128,
     "device": "cpu",
+    "precision": "fp32",
+    "quantize": False,
+    "num_threads": None,
     "allow_unsafe_pickle": False,
     "scorer": {"@scorers": "spacy.ner_scorer.v1"},
 }
@@ -76,6 +79,9 @@ def make_dt4h_disease(
     max_length: int,
     stride: int,
     device: str,
+    precision: str,
+    quantize: bool,
+    num_threads: Optional[int],
     allow_unsafe_pickle: bool,
     scorer: Optional[Callable],
 ) -> "DiseaseRecognizer":
@@ -94,6 +100,9 @@ def make_dt4h_disease(
         max_length=max_length,
         stride=stride,
         device=device,
+        precision=precision,
+        quantize=quantize,
+        num_threads=num_threads,
         allow_unsafe_pickle=allow_unsafe_pickle,
         scorer=scorer,
     )
@@ -119,6 +128,9 @@ class DiseaseRecognizer(Pipe):
         max_length: int = 512,
         stride: int = 128,
         device: str = "cpu",
+        precision: str = "fp32",
+        quantize: bool = False,
+        num_threads: Optional[int] = None,
         allow_unsafe_pickle: bool = False,
         scorer: Optional[Callable] = None,
     ) -> None:
@@ -126,6 +138,8 @@ class DiseaseRecognizer(Pipe):
             raise ValueError(f"orphan_i must be one of {ORPHAN_I_MODES}, got {orphan_i!r}.")
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
+        if device != "auto":  # "auto" is only known at load time, where the check runs again
+            check_speed_options(_torch_device(device), precision, quantize, num_threads)
         self.vocab = vocab
         self.name = name
         self.cfg: Dict[str, Any] = {
@@ -141,6 +155,9 @@ class DiseaseRecognizer(Pipe):
             "max_length": max_length,
             "stride": stride,
             "device": device,
+            "precision": precision,
+            "quantize": quantize,
+            "num_threads": num_threads,
             "allow_unsafe_pickle": allow_unsafe_pickle,
         }
         self.scorer = scorer
@@ -165,7 +182,7 @@ class DiseaseRecognizer(Pipe):
 
     def _load_from_config(self):
         path = resolve_checkpoint(self.cfg["checkpoint"], self.cfg["checkpoint_file"])
-        state = load_checkpoint_file(path, allow_unsafe_pickle=self.cfg["allow_unsafe_pickle"])
+        state = load_checkpoint_file(path, allow_unsafe_pickle=self.cfg["allow_unsafe_pickle"], mmap=True)
         config, tokenizer = load_base_model(self.cfg["base_model"])
         model = model_from_state_dict(state, config)
         schemes = {task: LabelScheme.for_task(task, self.cfg["labels"]) for task in model.tasks}
@@ -196,6 +213,9 @@ class DiseaseRecognizer(Pipe):
             batch_size=self.cfg["batch_size"],
             max_batch_subwords=self.cfg["max_batch_subwords"],
             device=_torch_device(self.cfg["device"]),
+            precision=self.cfg["precision"],
+            quantize=self.cfg["quantize"],
+            num_threads=self.cfg["num_threads"],
         )
         self._routes = routes
 

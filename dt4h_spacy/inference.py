@@ -1,7 +1,10 @@
 """Word lists → per-word label probabilities, many documents per forward pass."""
 
+import contextlib
+import os
+import warnings
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import ContextManager, Dict, List, Optional, Sequence
 
 import numpy
 import torch
@@ -12,6 +15,19 @@ from .model import MultiTaskTokenClassifier
 from .windows import Window, encode_words, make_windows, plan_batches
 
 ROBERTA_LIKE = ("roberta", "xlm-roberta", "camembert", "xlm-roberta-xl")
+PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+_forked = False
+
+
+def _note_fork() -> None:
+    global _forked
+    _forked = True
+
+
+# A child forked after torch used its OpenMP thread pool hangs in its first multi-threaded
+# op (GNU libgomp is not fork-safe), as in spaCy's nlp.pipe(n_process=k) on Linux.
+os.register_at_fork(after_in_child=_note_fork)
 
 
 def max_positions(config: PretrainedConfig) -> int:
@@ -34,8 +50,12 @@ class WordTagger:
     batch_size: int = 32
     max_batch_subwords: Optional[int] = 16384
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    precision: str = "fp32"
+    quantize: bool = False
+    num_threads: Optional[int] = None
 
     def __post_init__(self) -> None:
+        check_speed_options(self.device, self.precision, self.quantize, self.num_threads)
         limit = max_positions(self.model.encoder.config)
         if self.max_length > limit:
             raise ValueError(
@@ -51,12 +71,15 @@ class WordTagger:
                     "in id order."
                 )
         self.model.to(self.device).eval()
+        if self.quantize:
+            quantize_linear_layers(self.model.encoder)
 
     def predict(self, docs: Sequence[Sequence[str]], tasks: Sequence[str]) -> List[numpy.ndarray]:
         """One ``(n_words, n_labels)`` float32 probability array per document.
 
         A word with no subword (the tokenizer dropped every character) is certain ``O``.
         """
+        self._set_threads()
         encoded = encode_words(self.tokenizer, docs)
         probs = [self._outside_only(len(words), task) for words, task in zip(docs, tasks)]
         windows = make_windows(
@@ -65,6 +88,18 @@ class WordTagger:
         for batch in plan_batches(windows, self.batch_size, self.max_batch_subwords):
             self._run_batch([windows[i] for i in batch], tasks, probs)
         return probs
+
+    def _set_threads(self) -> None:
+        """Apply ``num_threads``; in a forked worker, one thread (see ``_note_fork``)."""
+        wanted = 1 if _forked else self.num_threads
+        if wanted is not None and torch.get_num_threads() != wanted:
+            torch.set_num_threads(wanted)
+
+    def _autocast(self) -> ContextManager:
+        dtype = PRECISIONS[self.precision]
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=dtype)
 
     def _outside_only(self, n_words: int, task: str) -> numpy.ndarray:
         labels = self.schemes[task].labels
@@ -80,9 +115,10 @@ class WordTagger:
         for row, window in enumerate(windows):
             ids[row, : len(window.input_ids)] = window.input_ids
             mask[row, : len(window.input_ids)] = 1
-        hidden = self.model.encode(
-            torch.from_numpy(ids).to(self.device), torch.from_numpy(mask).to(self.device)
-        )
+        with self._autocast():
+            hidden = self.model.encode(
+                torch.from_numpy(ids).to(self.device), torch.from_numpy(mask).to(self.device)
+            )
         rows = numpy.concatenate([numpy.full(len(w.positions), r) for r, w in enumerate(windows)])
         cols = numpy.concatenate([w.positions for w in windows])
         vectors = hidden[torch.from_numpy(rows).to(self.device), torch.from_numpy(cols).to(self.device)]
@@ -90,10 +126,48 @@ class WordTagger:
         for task in dict.fromkeys(tasks[w.doc] for w in windows):
             members = [r for r, w in enumerate(windows) if tasks[w.doc] == task]
             selected = numpy.concatenate([numpy.arange(offsets[r], offsets[r + 1]) for r in members])
-            logits = self.model.classifiers[task](vectors[torch.from_numpy(selected).to(self.device)])
+            logits = self.model.classifiers[task](vectors[torch.from_numpy(selected).to(self.device)].float())
             task_probs = torch.softmax(logits.float(), dim=-1).cpu().numpy()
             start = 0
             for r in members:
                 window = windows[r]
                 out[window.doc][window.words] = task_probs[start : start + len(window.positions)]
                 start += len(window.positions)
+
+
+def check_speed_options(device: torch.device, precision: str, quantize: bool, num_threads: Optional[int]) -> None:
+    """Refuse combinations that would silently do nothing or run slower than fp32."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}.")
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError(
+            f"precision='fp16' needs a CUDA device (device is {device.type!r}). On CPU use "
+            "precision='bf16' (CPUs with AVX512-BF16/AMX) or quantize=true."
+        )
+    if quantize and device.type != "cpu":
+        raise ValueError(
+            f"quantize=true is int8 dynamic quantization for CPU; device is {device.type!r}. "
+            "On GPU use precision='bf16' or 'fp16' instead."
+        )
+    if quantize and precision != "fp32":
+        raise ValueError(f"Choose quantize=true or precision={precision!r}, not both.")
+    if num_threads is not None and num_threads < 1:
+        raise ValueError(f"num_threads must be at least 1 (or null for torch's default), got {num_threads}.")
+
+
+def quantize_linear_layers(module: torch.nn.Module) -> None:
+    """int8 dynamic quantization of every ``nn.Linear`` in ``module``, in place.
+
+    The heads stay fp32: they are tiny, and exact heads keep the label argmax stable.
+    """
+    try:
+        from torch.ao.quantization import quantize_dynamic
+    except ImportError as err:
+        raise RuntimeError(
+            f"quantize=true needs torch.ao.quantization.quantize_dynamic, which torch {torch.__version__} "
+            "does not have; set quantize=false."
+        ) from err
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch.ao points to torchao; it still works
+        warnings.filterwarnings("ignore", message=".*quantize_per_tensor.*")
+        quantize_dynamic(module, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)

@@ -11,6 +11,7 @@ from typing import Dict, Mapping, Tuple, Union
 import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig, PreTrainedTokenizerFast
+from transformers.modeling_utils import no_init_weights
 
 from .checkpoint import StateDict, _sample, head_sizes, split_state_dict
 from .errors import CheckpointError
@@ -66,9 +67,11 @@ def model_from_state_dict(state: StateDict, config: PretrainedConfig) -> MultiTa
                 f"is {config.hidden_size}. The checkpoint and `base_model` do not belong together."
             )
     has_pooler = any(k.startswith("pooler.") for k in encoder_state)
-    model = MultiTaskTokenClassifier.from_config(config, sizes, add_pooling_layer=has_pooler)
+    # No random init: every weight is replaced by the checkpoint's own tensor just below.
+    with no_init_weights():
+        model = MultiTaskTokenClassifier.from_config(config, sizes, add_pooling_layer=has_pooler)
     try:
-        missing, unexpected = model.encoder.load_state_dict(encoder_state, strict=False)
+        missing, unexpected = _adopt(model.encoder, encoder_state, strict=False)
     except RuntimeError as err:
         raise CheckpointError(
             f"The checkpoint's encoder weights do not fit the `base_model` config "
@@ -85,8 +88,19 @@ def model_from_state_dict(state: StateDict, config: PretrainedConfig) -> MultiTa
             "Use the base model the checkpoint was trained from."
         )
     for task, params in heads.items():
-        model.classifiers[task].load_state_dict(params)
+        _adopt(model.classifiers[task], params, strict=True)
     return model.eval()
+
+
+def _adopt(module: nn.Module, state: StateDict, strict: bool):
+    """Load by taking the checkpoint's tensors rather than copying them.
+
+    A memory-mapped checkpoint then stays mapped: loading costs no second copy of the
+    weights, and pages are read (and shared between processes) only as they are used.
+    """
+    own = module.state_dict()
+    state = {k: v.to(own[k].dtype) if k in own and v.dtype != own[k].dtype else v for k, v in state.items()}
+    return module.load_state_dict(state, strict=strict, assign=True)
 
 
 def load_base_model(name_or_path: Union[str, Path]) -> Tuple[PretrainedConfig, PreTrainedTokenizerFast]:

@@ -46,6 +46,7 @@ def encode_words(tokenizer: PreTrainedTokenizerFast, docs: Sequence[Sequence[str
         add_special_tokens=False,
         return_attention_mask=False,
         return_token_type_ids=False,
+        verbose=False,  # no "longer than the maximum" warning: long documents are windowed
     )
     encoded = [EncodedWords(numpy.zeros(0, numpy.int64), numpy.zeros(0, numpy.int64)) for _ in docs]
     for row, i in enumerate(nonempty):
