@@ -231,9 +231,16 @@ def train_tiny_model(base_model: PathLike, steps: int = 200, seed: int = 0) -> M
         units = [Unit(tuple(words), tuple(label_ids[t] for t in tags)) for words, tags in synthetic_sentences(lang, 64, seed)]
         batches.append((task, collate(encode_examples(tokenizer, units), tokenizer.pad_token_id)))
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    for step in range(steps):
-        task, batch = batches[step % len(batches)]
-        training_step(model, optimizer, task, batch)
+    # One thread: the same weights on every machine, and for a model this small two threads
+    # mostly wait for each other (measured 5x slower on a busy 2-core CPU).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for step in range(steps):
+            task, batch = batches[step % len(batches)]
+            training_step(model, optimizer, task, batch)
+    finally:
+        torch.set_num_threads(threads)
     return model.eval()
 
 
