@@ -45,6 +45,8 @@ def load_checkpoint_file(path: PathLike, allow_unsafe_pickle: bool = False, mmap
         )
     if path.is_dir():
         raise CheckpointError(f"Checkpoint {path} is a directory; pass the .pt file inside it.")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"Checkpoint {path} is empty (0 bytes): the download or copy did not finish; fetch it again.")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 

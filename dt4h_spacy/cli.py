@@ -2,7 +2,8 @@
 
 One function per command; options shared by several commands are defined once below so
 new commands (train, visualize, …) reuse them. Exit codes: 0 success, 1 some input could
-not be used (reported, the rest was still processed), 2 bad options or an unusable model.
+not be used (reported, the rest was still processed), 2 bad options or an unusable model,
+130 interrupted (Ctrl-C) before the output was complete, which is then left as it was.
 """
 
 import json
@@ -125,6 +126,17 @@ def _load_pipelines(langs: List[str], model_dir: Optional[Path], config: Dict[st
     return pipelines
 
 
+def _lift_length_limit(nlp: Language) -> None:
+    """Accept files of any length when the pipeline is only dt4h_disease.
+
+    spaCy refuses texts over ``nlp.max_length`` (1M characters) to protect the memory of its
+    parser and NER; dt4h_disease reads any length in windows, so for it the limit would only
+    turn a long clinical record into a failure.
+    """
+    if all(isinstance(component, DiseaseRecognizer) for _, component in nlp.pipeline):
+        nlp.max_length = sys.maxsize
+
+
 def _check_languages(pipelines: Dict[str, Language]) -> None:
     """Load the network now and refuse languages it has no head for, before reading any file."""
     for lang, nlp in pipelines.items():
@@ -148,7 +160,12 @@ def _annotate(pipelines: Dict[str, Language], groups: Dict[str, List[Path]], bat
                     failures.append(item)
                     progress.update(1)
                     continue
-                doc = nlp.make_doc(item.text)
+                try:
+                    doc = nlp.make_doc(item.text)
+                except ValueError as err:  # e.g. [E088] longer than a --model pipeline's nlp.max_length
+                    failures.append(Failure(item.path, str(err)))
+                    progress.update(1)
+                    continue
                 doc._.dt4h_lang = lang
                 yield doc, item.name
 
@@ -205,19 +222,25 @@ def predict_command(
     except (ImportError, OSError, ValueError) as err:  # CheckpointError is a ValueError; E048 an ImportError
         _error(str(err))
         raise typer.Exit(2) from err
+    for nlp in pipelines.values():
+        _lift_length_limit(nlp)
 
     mentions: List[Mention] = []
     read = 0
-    with tqdm(total=len(paths), unit="file", file=sys.stderr, disable=quiet or not sys.stderr.isatty()) as progress:
-        for name, doc in _annotate(pipelines, groups, batch_size, failures, progress):
-            read += 1
-            mentions.extend(Mention(name, ent.label_, ent.start_char, ent.end_char, ent.text) for ent in doc.ents)
-    _report_failures(failures)
     try:
-        write_mentions(output, mentions)
-    except OSError as err:
-        _error(f"cannot write {output}: {err}")
-        raise typer.Exit(1) from err
+        with tqdm(total=len(paths), unit="file", file=sys.stderr, disable=quiet or not sys.stderr.isatty()) as progress:
+            for name, doc in _annotate(pipelines, groups, batch_size, failures, progress):
+                read += 1
+                mentions.extend(Mention(name, ent.label_, ent.start_char, ent.end_char, ent.text) for ent in doc.ents)
+        _report_failures(failures)
+        try:
+            write_mentions(output, mentions)
+        except OSError as err:
+            _error(f"cannot write {output}: {err}")
+            raise typer.Exit(1) from err
+    except KeyboardInterrupt:
+        _error(f"interrupted; {output} was not written (a previous file there is unchanged).")
+        raise typer.Exit(130) from None
     if not quiet:
         typer.echo(f"{read} files read, {len(failures)} failed, {len(mentions)} mentions written to {output}")
     if failures:

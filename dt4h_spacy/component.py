@@ -204,7 +204,9 @@ class DiseaseRecognizer(Pipe):
         return dict(routes)
 
     def _install(self, model: MultiTaskTokenClassifier, tokenizer, schemes: Dict[str, LabelScheme], routes: Dict[str, str]) -> None:
-        self._tagger = WordTagger(
+        # `tagger` reads `_tagger` without the lock, so it is published last: a thread that
+        # sees the network must also see its routes.
+        tagger = WordTagger(
             model=model,
             tokenizer=tokenizer,
             schemes=schemes,
@@ -218,6 +220,7 @@ class DiseaseRecognizer(Pipe):
             num_threads=self.cfg["num_threads"],
         )
         self._routes = routes
+        self._tagger = tagger
 
     # -- prediction --------------------------------------------------------------------
     @property

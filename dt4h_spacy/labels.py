@@ -71,6 +71,9 @@ class LabelScheme:
                 )
         if len(set(self.labels)) != len(self.labels):
             raise ValueError(f"Labels must be unique, got {list(self.labels)}.")
+        if "O" not in self.labels:
+            # a word the tokenizer drops entirely is labelled O, so every head needs one
+            raise ValueError(f"Labels must include 'O' (outside any entity), got {list(self.labels)}.")
 
     @classmethod
     def for_task(cls, task: str, labels: Optional[Sequence[str]] = None) -> "LabelScheme":

@@ -99,18 +99,28 @@ def make_windows(
 
 
 def _most_central(first: numpy.ndarray, bounds: Sequence[tuple], n_subwords: int) -> numpy.ndarray:
-    """For each word, the window whose nearest *cut* edge is farthest from it.
+    """For each word, the window whose nearest *cut* edge is farthest from it (first on ties).
 
     A document's own start and end are not cuts: nothing was hidden from the model there.
+    Windows are sorted, so only the few that hold a word are compared: memory stays linear
+    in the document (a windows x words matrix needs tens of GB for a 5 MB file).
     """
-    starts = numpy.array([b[0] for b in bounds])[:, None]
-    ends = numpy.array([b[1] for b in bounds])[:, None]
+    starts = numpy.array([b[0] for b in bounds])
+    ends = numpy.array([b[1] for b in bounds])
     big = numpy.iinfo(numpy.int64).max
-    left = numpy.where(starts > 0, first[None, :] - starts, big)
-    right = numpy.where(ends < n_subwords, ends - 1 - first[None, :], big)
-    margin = numpy.minimum(left, right)
-    inside = (first[None, :] >= starts) & (first[None, :] < ends)
-    return numpy.where(inside, margin, -1).argmax(axis=0)
+    lo = numpy.searchsorted(ends, first, side="right")  # first window ending after the word
+    hi = numpy.searchsorted(starts, first, side="right") - 1  # last window starting at or before it
+    best = lo.copy()
+    best_margin = numpy.full(len(first), -1, dtype=numpy.int64)
+    for offset in range(int((hi - lo).max(initial=0)) + 1):
+        k = numpy.minimum(lo + offset, hi)
+        left = numpy.where(starts[k] > 0, first - starts[k], big)
+        right = numpy.where(ends[k] < n_subwords, ends[k] - 1 - first, big)
+        margin = numpy.where(lo + offset <= hi, numpy.minimum(left, right), -1)
+        better = margin > best_margin
+        best[better] = k[better]
+        best_margin[better] = margin[better]
+    return best
 
 
 def plan_batches(windows: Sequence[Window], batch_size: int, max_batch_subwords: Optional[int]) -> Iterator[List[int]]:
