@@ -287,7 +287,7 @@ class DiseaseRecognizer(Pipe):
         tagger = self.tagger
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        save_checkpoint(tagger.model.state_dict(), path / WEIGHTS_FILE)
+        save_checkpoint(tagger.state_dict(), path / WEIGHTS_FILE)
         tagger.model.encoder.config.save_pretrained(path / "encoder")
         tagger.tokenizer.save_pretrained(path / "tokenizer")
         srsly.write_json(

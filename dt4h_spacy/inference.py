@@ -71,8 +71,15 @@ class WordTagger:
                     "in id order."
                 )
         self.model.to(self.device).eval()
+        # What `state_dict` saves: the fp32 weights, also after int8 quantization replaced the
+        # encoder's Linear layers (the tensors are shared, so this costs no copy).
+        self._fp32_state = dict(self.model.state_dict(keep_vars=False))
         if self.quantize:
             quantize_linear_layers(self.model.encoder)
+
+    def state_dict(self) -> Dict[str, torch.Tensor]:
+        """The network's fp32 weights in the authors' layout, whatever ``quantize`` did."""
+        return dict(self._fp32_state)
 
     def predict(self, docs: Sequence[Sequence[str]], tasks: Sequence[str]) -> List[numpy.ndarray]:
         """One ``(n_words, n_labels)`` float32 probability array per document.

@@ -9,6 +9,7 @@ import re
 from typing import List, Sequence
 
 import numpy
+from spacy.attrs import IDX, IS_SPACE, LENGTH
 from spacy.tokens import Doc, Span
 
 from .decoding import WordEntity
@@ -18,7 +19,7 @@ LINE_BREAK = re.compile(r"[\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
 
 def word_tokens(doc: Doc) -> numpy.ndarray:
     """Indices of the tokens the model reads: every token that is not whitespace only."""
-    return numpy.array([t.i for t in doc if not t.is_space], dtype=numpy.int64)
+    return numpy.flatnonzero(doc.to_array(IS_SPACE) == 0).astype(numpy.int64)
 
 
 def line_break_before(doc: Doc, words: numpy.ndarray) -> numpy.ndarray:
@@ -26,8 +27,9 @@ def line_break_before(doc: Doc, words: numpy.ndarray) -> numpy.ndarray:
     breaks = numpy.array([m.start() for m in LINE_BREAK.finditer(doc.text)], dtype=numpy.int64)
     if not len(words) or not len(breaks):
         return numpy.zeros(len(words), dtype=bool)
-    starts = numpy.array([doc[i].idx for i in words.tolist()], dtype=numpy.int64)
-    prev_ends = numpy.r_[0, [doc[i].idx + len(doc[i]) for i in words[:-1].tolist()]]
+    offsets = doc.to_array([IDX, LENGTH]).astype(numpy.int64)[words]
+    starts = offsets[:, 0]
+    prev_ends = numpy.r_[0, (offsets[:, 0] + offsets[:, 1])[:-1]]
     return numpy.searchsorted(breaks, starts) > numpy.searchsorted(breaks, prev_ends)
 
 

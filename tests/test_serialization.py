@@ -7,6 +7,7 @@ import sys
 import textwrap
 
 import spacy
+import torch
 
 TEXTS = [
     "Paciente con miocarditis aguda y fibrilación auricular.",
@@ -59,3 +60,18 @@ def test_factory_is_found_through_the_entry_point_in_a_fresh_interpreter(tiny_ba
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["dt4h_spacy.component", "True"]
+
+
+def test_a_quantized_pipeline_saves_its_fp32_weights(tmp_path, make_nlp, tiny_checkpoint):
+    nlp = make_nlp("es", quantize=True)
+    expected = ents(nlp.pipe(TEXTS))
+    nlp.to_disk(tmp_path / "pipeline")
+    from safetensors.torch import load_file
+
+    saved = load_file(str(tmp_path / "pipeline" / "dt4h_disease" / "model.safetensors"))
+    original = torch.load(tiny_checkpoint, weights_only=True)
+    assert saved.keys() == original.keys()
+    assert all(torch.equal(saved[k], original[k]) for k in original)
+    loaded = spacy.load(tmp_path / "pipeline")
+    assert loaded.get_pipe("dt4h_disease").cfg["quantize"] is True
+    assert ents(loaded.pipe(TEXTS)) == expected
