@@ -47,7 +47,7 @@ from transformers import XLMRobertaConfig, XLMRobertaForTokenClassification, pip
 
 from dt4h_spacy.inference import WordTagger
 from dt4h_spacy.model import MultiTaskTokenClassifier
-from dt4h_spacy.spans import word_tokens
+from dt4h_spacy.spans import word_texts, word_tokens
 from dt4h_spacy.testing import (
     LANG_TASK,
     TASKS,
@@ -393,7 +393,7 @@ def seam_check(workdir: Path, docs: int = 6) -> Dict[str, float]:
 def near_seam_chars(tagger: WordTagger, doc) -> numpy.ndarray:
     """Characters of words within 8 subwords of a window cut."""
     idx = word_tokens(doc)
-    (enc,) = encode_words(tagger.tokenizer, [[doc[i].text for i in idx.tolist()]])
+    (enc,) = encode_words(tagger.tokenizer, [word_texts(doc, idx)])
     n = len(enc.subword_ids)
     bounds = window_bounds(n, tagger.max_length - 2, tagger.stride)
     cuts = numpy.array([b for window in bounds for b in window if 0 < b < n] or [-100])

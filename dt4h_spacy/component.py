@@ -22,12 +22,12 @@ from spacy.util import minibatch
 from transformers import AutoConfig, AutoTokenizer
 
 from .checkpoint import load_checkpoint_file, resolve_checkpoint, save_checkpoint
-from .decoding import ORPHAN_I_MODES, decode_bio
+from .decoding import ORPHAN_I_MODES
 from .errors import CheckpointError
 from .inference import WordTagger, check_speed_options
 from .labels import LabelScheme, tasks_by_lang
 from .model import MultiTaskTokenClassifier, load_base_model, model_from_state_dict
-from .spans import entity_spans, word_tokens
+from .spans import predicted_spans, word_texts, word_tokens
 
 DEFAULT_CHECKPOINT = "BSC-NLP4BIA/DT4H_XLM-R_mtl_es-it-ro_disease"
 DEFAULT_BASE_MODEL = "FacebookAI/xlm-roberta-base"
@@ -252,12 +252,9 @@ class DiseaseRecognizer(Pipe):
         tagger = self.tagger
         tasks = [self._task_for(doc) for doc in docs]
         words = [word_tokens(doc) for doc in docs]
-        texts = [[doc[i].text for i in w.tolist()] for doc, w in zip(docs, words)]
+        texts = [word_texts(doc, w) for doc, w in zip(docs, words)]
         for doc, w, probs, task in zip(docs, words, tagger.predict(texts, tasks), tasks):
-            label_ids = probs.argmax(axis=1)
-            confidence = probs[numpy.arange(len(label_ids)), label_ids]
-            entities = decode_bio(label_ids, tagger.schemes[task], self.cfg["orphan_i"])
-            self._set_ents(doc, entity_spans(doc, w, entities, confidence))
+            self._set_ents(doc, predicted_spans(doc, w, probs, tagger.schemes[task], self.cfg["orphan_i"]))
 
     def _task_for(self, doc: Doc) -> str:
         lang = doc._.dt4h_lang or doc.lang_

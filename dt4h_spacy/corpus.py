@@ -156,6 +156,7 @@ def _iob_sentence(rows: List[Tuple[int, str, int, int, str]], name: str) -> Anno
     mentions: List[RawMention] = []
     open_label, open_start = None, 0
     previous_end: Optional[int] = None
+    text_end = 0  # where the previous token ended in ``text``: an entity closes there
     for line, tag, start, end, token in rows:
         if previous_end is not None and start > previous_end:
             text += " "

@@ -12,7 +12,8 @@ import numpy
 from spacy.attrs import IDX, IS_SPACE, LENGTH
 from spacy.tokens import Doc, Span
 
-from .decoding import WordEntity
+from .decoding import WordEntity, decode_bio
+from .labels import LabelScheme
 
 LINE_BREAK = re.compile(r"[\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
 
@@ -20,6 +21,11 @@ LINE_BREAK = re.compile(r"[\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
 def word_tokens(doc: Doc) -> numpy.ndarray:
     """Indices of the tokens the model reads: every token that is not whitespace only."""
     return numpy.flatnonzero(doc.to_array(IS_SPACE) == 0).astype(numpy.int64)
+
+
+def word_texts(doc: Doc, words: numpy.ndarray) -> List[str]:
+    """The strings the tokenizer sees for ``words``."""
+    return [doc[i].text for i in words.tolist()]
 
 
 def line_break_before(doc: Doc, words: numpy.ndarray) -> numpy.ndarray:
@@ -56,3 +62,16 @@ def entity_spans(
                 span._.dt4h_score = float(confidence[lo:hi].mean())
                 spans.append(span)
     return spans
+
+
+def predicted_spans(
+    doc: Doc, words: numpy.ndarray, probs: numpy.ndarray, scheme: LabelScheme, orphan_i: str = "ignore"
+) -> List[Span]:
+    """The entities a ``(n_words, n_labels)`` probability table stands for.
+
+    Each word takes its most probable label; ``span._.dt4h_score`` is the mean of those
+    probabilities over the span's words.
+    """
+    label_ids = probs.argmax(axis=1)
+    confidence = probs[numpy.arange(len(label_ids)), label_ids]
+    return entity_spans(doc, words, decode_bio(label_ids, scheme, orphan_i), confidence)

@@ -15,7 +15,6 @@ import torch
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 from transformers import XLMRobertaConfig, XLMRobertaTokenizerFast
 
-from .checkpoint import save_checkpoint
 from .model import MultiTaskTokenClassifier
 
 TASKS = ("disease_es_ner", "disease_it_ner", "disease_ro_ner")

@@ -19,7 +19,7 @@ from spacy.tokens import Doc, DocBin
 from spacy.vocab import Vocab
 from transformers import PreTrainedTokenizerFast
 
-from ..spans import line_break_before, word_tokens
+from ..spans import line_break_before, word_texts, word_tokens
 from ..windows import encode_words, make_windows
 
 IGNORE_INDEX = -100
@@ -115,7 +115,7 @@ def doc_units(doc: Doc, label2id: Mapping[str, int], task: str, unit: str = "sen
     if not len(words):
         return []
     labels = word_label_ids(doc, words, label2id, task)
-    texts = [doc[i].text for i in words.tolist()]
+    texts = word_texts(doc, words)
     if unit == "doc":
         return [Unit(tuple(texts), tuple(labels.tolist()))]
     is_inside = numpy.zeros(len(label2id), dtype=bool)

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
-import numpy
 import torch
 import torch.nn.functional as F
 from spacy.tokens import Doc
@@ -23,12 +22,11 @@ from tqdm import tqdm
 from transformers import PreTrainedTokenizerFast
 
 from ..checkpoint import load_checkpoint_file, save_checkpoint
-from ..decoding import decode_bio
 from ..evaluate import evaluate
 from ..inference import WordTagger, max_positions
 from ..labels import LabelScheme
 from ..model import MultiTaskTokenClassifier
-from ..spans import entity_spans, word_tokens
+from ..spans import predicted_spans, word_texts, word_tokens
 from ..tsv import Mention
 from .data import IGNORE_INDEX, Batch, Example, collate, epoch_plan
 from .blocks import TrainerSettings, lr_factor
@@ -108,16 +106,14 @@ def dev_scores(
         stride=settings.stride, batch_size=settings.eval_batch_size, max_batch_subwords=None, device=device,
     )
     words = [word_tokens(doc) for doc in docs]
-    texts = [[doc[i].text for i in w.tolist()] for doc, w in zip(docs, words)]
+    texts = [word_texts(doc, w) for doc, w in zip(docs, words)]
     gold: List[Mention] = []
     pred: List[Mention] = []
     try:
         for n, (doc, w, probs) in enumerate(zip(docs, words, tagger.predict(texts, [task] * len(docs)))):
             name = f"dev-{n:06d}"
             gold.extend(Mention(name, e.label_, e.start_char, e.end_char, e.text) for e in doc.ents)
-            ids = probs.argmax(axis=1)
-            confidence = probs[numpy.arange(len(ids)), ids]
-            for span in entity_spans(doc, w, decode_bio(ids, scheme), confidence):
+            for span in predicted_spans(doc, w, probs, scheme):
                 pred.append(Mention(name, span.label_, span.start_char, span.end_char, span.text))
     finally:
         model.train()
