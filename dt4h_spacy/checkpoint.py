@@ -174,18 +174,27 @@ def _looks_like_repo_id(name: str) -> bool:
 
 
 def _download_checkpoint(repo_id: str, filename: Optional[str]) -> Path:
+    """The repo's ``.pt``: ``filename``, else ``<repo name>.pt`` (how BSC names them), else the only one.
+
+    Asking for a named file first lets a cached copy serve offline (``HF_HUB_OFFLINE=1``),
+    where listing the repo would need the network.
+    """
     from huggingface_hub import hf_hub_download, list_repo_files
+    from huggingface_hub.utils import EntryNotFoundError
 
     try:
-        if filename is None:
+        if filename is not None:
+            return Path(hf_hub_download(repo_id, filename))
+        try:
+            return Path(hf_hub_download(repo_id, f"{repo_id.split('/')[-1]}.pt"))
+        except EntryNotFoundError:
             weights = [f for f in list_repo_files(repo_id) if f.endswith(".pt")]
-            if len(weights) != 1:
-                raise CheckpointError(
-                    f"Hugging Face repo {repo_id} has {len(weights)} .pt files ({weights}); "
-                    "name one with the config `checkpoint_file`."
-                )
-            filename = weights[0]
-        return Path(hf_hub_download(repo_id, filename))
+        if len(weights) != 1:
+            raise CheckpointError(
+                f"Hugging Face repo {repo_id} has {len(weights)} .pt files ({weights}); "
+                "name one with the config `checkpoint_file`."
+            )
+        return Path(hf_hub_download(repo_id, weights[0]))
     except CheckpointError:
         raise
     except Exception as err:

@@ -1,5 +1,12 @@
 """Shared fixtures: tiny offline models, built once per test session."""
 
+import os
+
+# No test may touch the network. The hub libraries read these once, when first imported,
+# so they are set before anything imports them (subprocesses inherit them too).
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
 from pathlib import Path
 from typing import Callable
 

@@ -131,7 +131,9 @@ def test_base_model_without_tokenizer(make_nlp, tmp_path, tiny_base_model):
 
 
 def test_offline_hub_name_says_how_to_pass_a_local_path(make_nlp, monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # read at import time, so not via the env
     with pytest.raises(CheckpointError, match="local path"):
         load(make_nlp, "BSC-NLP4BIA/not-a-cached-model")
 
@@ -163,3 +165,26 @@ def test_full_module_pickle_loads_only_with_explicit_opt_in(make_nlp, tmp_path, 
         load(make_nlp, path)
     tagger = load(make_nlp, path, allow_unsafe_pickle=True)
     assert set(tagger.schemes) == {"disease_es_ner", "disease_it_ner", "disease_ro_ner"}
+
+
+def test_hub_checkpoint_is_the_repo_named_pt_then_the_only_pt(monkeypatch, tmp_path, tiny_checkpoint):
+    import huggingface_hub
+    from huggingface_hub.utils import EntryNotFoundError
+
+    from dt4h_spacy.checkpoint import resolve_checkpoint
+
+    asked = []
+
+    def fake_download(repo_id, filename):
+        asked.append(filename)
+        if filename == "model_v2.pt":
+            return str(tiny_checkpoint)
+        raise EntryNotFoundError(f"{filename} not in {repo_id}")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    monkeypatch.setattr(huggingface_hub, "list_repo_files", lambda repo_id: ["README.md", "model_v2.pt"])
+    assert resolve_checkpoint("BSC-NLP4BIA/DT4H_XLM-R_mtl_es-it-ro_disease") == tiny_checkpoint
+    assert asked == ["DT4H_XLM-R_mtl_es-it-ro_disease.pt", "model_v2.pt"]
+    monkeypatch.setattr(huggingface_hub, "list_repo_files", lambda repo_id: ["a.pt", "b.pt"])
+    with pytest.raises(CheckpointError, match=r"2 \.pt files.*checkpoint_file"):
+        resolve_checkpoint("owner/repo")
