@@ -14,7 +14,6 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequ
 
 import numpy
 import srsly
-import torch
 from spacy.language import Language
 from spacy.pipeline import Pipe
 from spacy.tokens import Doc, Span
@@ -24,7 +23,7 @@ from transformers import AutoConfig, AutoTokenizer
 from .checkpoint import load_checkpoint_file, resolve_checkpoint, save_checkpoint
 from .decoding import ORPHAN_I_MODES
 from .errors import CheckpointError
-from .inference import WordTagger, check_speed_options
+from .inference import WordTagger, check_speed_options, torch_device
 from .labels import LabelScheme, tasks_by_lang
 from .model import MultiTaskTokenClassifier, load_base_model, model_from_state_dict
 from .spans import predicted_spans, word_texts, word_tokens
@@ -139,7 +138,7 @@ class DiseaseRecognizer(Pipe):
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
         if device != "auto":  # "auto" is only known at load time, where the check runs again
-            check_speed_options(_torch_device(device), precision, quantize, num_threads)
+            check_speed_options(torch_device(device), precision, quantize, num_threads)
         self.vocab = vocab
         self.name = name
         self.cfg: Dict[str, Any] = {
@@ -214,7 +213,7 @@ class DiseaseRecognizer(Pipe):
             stride=self.cfg["stride"],
             batch_size=self.cfg["batch_size"],
             max_batch_subwords=self.cfg["max_batch_subwords"],
-            device=_torch_device(self.cfg["device"]),
+            device=torch_device(self.cfg["device"]),
             precision=self.cfg["precision"],
             quantize=self.cfg["quantize"],
             num_threads=self.cfg["num_threads"],
@@ -335,15 +334,3 @@ def _unpickle(cls: type, name: str, state: Dict[str, Any]) -> DiseaseRecognizer:
     component.__dict__.update(state)
     component._lock = threading.Lock()
     return component
-
-
-def _torch_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as err:
-        raise ValueError(f"Unknown device {name!r}; use 'cpu', 'cuda', 'cuda:N' or 'auto'.") from err
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} was requested but CUDA is not available; use device='cpu'.")
-    return device

@@ -30,6 +30,19 @@ def _note_fork() -> None:
 os.register_at_fork(after_in_child=_note_fork)
 
 
+def torch_device(name: str) -> torch.device:
+    """``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (CUDA when present); CUDA that is absent is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise ValueError(f"Unknown device {name!r}; use 'cpu', 'cuda', 'cuda:N' or 'auto'.") from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} was requested but CUDA is not available; use device='cpu'.")
+    return device
+
+
 def max_positions(config: PretrainedConfig) -> int:
     """Usable positions: RoBERTa-style models reserve ``pad_token_id + 1`` of them."""
     positions = int(config.max_position_embeddings)

@@ -23,7 +23,7 @@ from transformers import PreTrainedTokenizerFast
 
 from ..checkpoint import load_checkpoint_file, save_checkpoint
 from ..evaluate import evaluate
-from ..inference import WordTagger, max_positions
+from ..inference import WordTagger, max_positions, torch_device
 from ..labels import LabelScheme
 from ..model import MultiTaskTokenClassifier
 from ..spans import predicted_spans, word_texts, word_tokens
@@ -121,15 +121,6 @@ def dev_scores(
     return {"strict": result["strict"], "char_f1": result["char_f1"]}
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"training.device {name!r} was requested but CUDA is not available.")
-    return device
-
-
 class MultiTaskTrainer:
     """Runs the loop of :class:`TrainerSettings` on prepared tasks, writing into ``output_dir``.
 
@@ -160,7 +151,7 @@ class MultiTaskTrainer:
         self.tasks = dict(tasks)
         self.output_dir = Path(output_dir)
         self.seed = seed
-        self.device = resolve_device(settings.device)
+        self.device = torch_device(settings.device)
         self._log = log
 
     # -- the plan ------------------------------------------------------------------------
