@@ -154,8 +154,7 @@ def build_assets(workdir: Path, layers: int) -> None:
     tokenizer.save_pretrained(base)
     config = base_config(layers)
     config.save_pretrained(base)
-    torch.manual_seed(0)
-    model = MultiTaskTokenClassifier.from_config(config, {task: len(LABELS) for task in TASKS}).eval()
+    model = MultiTaskTokenClassifier.from_config(config, {task: len(LABELS) for task in TASKS}, seed=0).eval()
     torch.save(model.state_dict(), workdir / "model.pt")
 
 

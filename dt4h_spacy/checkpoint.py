@@ -71,9 +71,10 @@ def _torch_load(path: Path, allow_unsafe_pickle: bool, mmap: bool) -> Any:
             "set the config `allow_unsafe_pickle = true` (CLI: --allow-unsafe-pickle), or better, "
             "re-save it once with torch.save(model.state_dict(), path)."
         ) from err
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
+    except Exception as err:  # a corrupt file can make the unpickler fail in any way (IndexError, KeyError, …)
         raise CheckpointError(
-            f"{path} is not a readable PyTorch checkpoint (truncated or not a .pt file?): {err}"
+            f"{path} is not a readable PyTorch checkpoint (truncated or not a .pt file?): "
+            f"{type(err).__name__}: {err}"
         ) from err
 
 

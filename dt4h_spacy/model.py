@@ -5,18 +5,62 @@ Attribute names (``encoder``, ``dropout``, ``classifiers``) are the authors', so
 between their code and ours.
 """
 
+from contextlib import nullcontext
 from pathlib import Path
-from typing import Dict, Mapping, Tuple, Union
+from typing import ContextManager, Dict, Mapping, Optional, Tuple, Union
 
 import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig, PreTrainedTokenizerFast
-from transformers.modeling_utils import no_init_weights
 
 from .checkpoint import StateDict, _sample, head_sizes, split_state_dict
 from .errors import CheckpointError
 
 IGNORED_BUFFERS = ("embeddings.position_ids", "embeddings.token_type_ids")
+
+
+def _skip_init() -> ContextManager:
+    """transformers' switch that skips random initialisation of weights about to be replaced.
+
+    It is private and moved in 5.0 (``modeling_utils`` → ``initialization``); without it,
+    loading is only slower, so any future move costs time, never correctness.
+    """
+    try:
+        from transformers.initialization import no_init_weights
+    except ImportError:
+        try:
+            from transformers.modeling_utils import no_init_weights
+        except ImportError:
+            return nullcontext()
+    return no_init_weights()
+
+
+def init_weights(model: "MultiTaskTokenClassifier", seed: int, std: float = 0.02) -> "MultiTaskTokenClassifier":
+    """Random weights drawn from our own generator, in module-name order: the encoder as
+    BERT initialises it (weights ~ N(0, std), zero biases and padding rows, unit LayerNorms),
+    each head as torch initialises the authors' ``nn.Linear`` (U(±1/√fan_in)).
+
+    transformers changes how it initialises a random model between versions, so a model
+    built or trained from scratch (tests, the sample workflow, the demo) would differ with
+    the installed version; this makes it a function of the seed alone.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for _, module in sorted(model.encoder.named_modules(), key=lambda item: item[0]):
+            if isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+            elif isinstance(module, (nn.Linear, nn.Embedding)):
+                module.weight.normal_(0.0, std, generator=generator)
+                if isinstance(module, nn.Linear) and module.bias is not None:
+                    nn.init.zeros_(module.bias)
+                if isinstance(module, nn.Embedding) and module.padding_idx is not None:
+                    module.weight[module.padding_idx].zero_()
+        for _, head in sorted(model.classifiers.items()):
+            bound = head.in_features ** -0.5
+            head.weight.uniform_(-bound, bound, generator=generator)
+            head.bias.uniform_(-bound, bound, generator=generator)
+    return model
 
 
 class MultiTaskTokenClassifier(nn.Module):
@@ -34,11 +78,16 @@ class MultiTaskTokenClassifier(nn.Module):
         head_sizes: Mapping[str, int],
         dropout: float = 0.1,
         add_pooling_layer: bool = True,
+        seed: Optional[int] = None,
     ) -> "MultiTaskTokenClassifier":
-        encoder = AutoModel.from_config(config)
-        if not add_pooling_layer and hasattr(encoder, "pooler"):
-            encoder.pooler = None
-        return cls(encoder, head_sizes, dropout)
+        """A new network for ``config``: random from ``seed`` (see :func:`init_weights`), or,
+        with ``seed=None``, uninitialised, for weights that are loaded right after."""
+        with _skip_init() if seed is None else nullcontext():
+            encoder = AutoModel.from_config(config)
+            if not add_pooling_layer and hasattr(encoder, "pooler"):
+                encoder.pooler = None
+            model = cls(encoder, head_sizes, dropout)
+        return model if seed is None else init_weights(model, seed)
 
     @property
     def tasks(self) -> Tuple[str, ...]:
@@ -67,9 +116,7 @@ def model_from_state_dict(state: StateDict, config: PretrainedConfig) -> MultiTa
                 f"is {config.hidden_size}. The checkpoint and `base_model` do not belong together."
             )
     has_pooler = any(k.startswith("pooler.") for k in encoder_state)
-    # No random init: every weight is replaced by the checkpoint's own tensor just below.
-    with no_init_weights():
-        model = MultiTaskTokenClassifier.from_config(config, sizes, add_pooling_layer=has_pooler)
+    model = MultiTaskTokenClassifier.from_config(config, sizes, add_pooling_layer=has_pooler)
     try:
         missing, unexpected = _adopt(model.encoder, encoder_state, strict=False)
     except RuntimeError as err:

@@ -7,6 +7,7 @@ and one head per task, saved exactly as the authors save theirs.
 """
 
 import math
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
@@ -123,13 +124,29 @@ def build_tiny_base_model(path: PathLike, max_positions: int = 514, hidden: int 
     return path
 
 
+def build_base_model_from_texts(
+    texts: Sequence[str], path: PathLike, vocab_size: int = 2000, min_word_count: int = 2,
+    hidden: int = 64, layers: int = 2,
+) -> Path:
+    """A stand-in base model whose vocabulary is counted from ``texts``: words seen
+    ``min_word_count`` times get a piece of their own, the rest split into pieces, as rare
+    words are by XLM-R. What the sample workflow and the demo model train from."""
+    counts = Counter(word for text in texts for word in re.findall(r"\w+", text))
+    frequent = sorted(word for word, n in counts.items() if n >= min_word_count)
+    tokenizer = build_tokenizer(sentences=texts, whole_words=frequent, vocab_size=vocab_size + len(frequent))
+    path = Path(path)
+    tokenizer.save_pretrained(path)
+    tiny_config(len(tokenizer), hidden=hidden, layers=layers).save_pretrained(path)
+    return path
+
+
 def build_tiny_model(base_model: PathLike, tasks: Sequence[str] = TASKS, seed: int = 0) -> MultiTaskTokenClassifier:
-    """The authors' module (encoder + dropout + ModuleDict of heads) with random weights."""
+    """The authors' module (encoder + dropout + ModuleDict of heads) with random weights
+    drawn from ``seed`` alone, so a fixture is the same under every transformers version."""
     from transformers import AutoConfig
 
-    torch.manual_seed(seed)
     config = AutoConfig.from_pretrained(base_model)
-    return MultiTaskTokenClassifier.from_config(config, {task: 3 for task in tasks}).eval()
+    return MultiTaskTokenClassifier.from_config(config, {task: 3 for task in tasks}, seed=seed).eval()
 
 
 def layout_state_dict(state: Mapping[str, torch.Tensor], layout: str = "authors") -> Dict[str, object]:
@@ -186,12 +203,14 @@ LANG_TASK = {"es": "disease_es_ner", "it": "disease_it_ner", "ro": "disease_ro_n
 def synthetic_sentences(lang: str, n: int, seed: int = 0) -> list:
     """Word lists with BIO tags: one or two diseases of ``lang`` among filler words.
 
-    Diseases of the other languages appear untagged, so a head only learns its own.
+    Two diseases and a filler word of the other languages appear untagged, so a head learns
+    its own diseases rather than "any disease" or "any word it has not seen".
     """
     import random
 
     rng = random.Random(f"{lang}-{seed}")
-    others = [d for other, ds in DISEASES.items() if other != lang for d in ds]
+    other_diseases = [d for other in DISEASES if other != lang for d in DISEASES[other]]
+    other_fillers = [f for other in FILLERS if other != lang for f in FILLERS[other]]
     data = []
     for _ in range(n):
         words = [rng.choice(FILLERS[lang]) for _ in range(rng.randint(4, 9))]
@@ -204,11 +223,21 @@ def synthetic_sentences(lang: str, n: int, seed: int = 0) -> list:
             else:
                 words[i:i] = [rng.choice(DISEASES[lang])]
                 tags[i:i] = ["B-DISEASE"]
-        i = rng.randrange(len(words) + 1)
-        words[i:i] = [rng.choice(others)]
-        tags[i:i] = ["O"]
+        for others in (other_diseases, other_diseases, other_fillers):
+            i = rng.randrange(len(words) + 1)
+            words[i:i] = [rng.choice(others)]
+            tags[i:i] = ["O"]
         data.append((words, tags))
     return data
+
+
+def _passage(sentences: Sequence[Tuple[List[str], List[str]]]) -> Tuple[List[str], List[str]]:
+    words: List[str] = []
+    tags: List[str] = []
+    for sentence_words, sentence_tags in sentences:
+        words += [*sentence_words, "."]
+        tags += [*sentence_tags, "O"]
+    return words, tags
 
 
 def train_tiny_model(base_model: PathLike, steps: int = 200, seed: int = 0) -> MultiTaskTokenClassifier:
@@ -227,34 +256,25 @@ def train_tiny_model(base_model: PathLike, steps: int = 200, seed: int = 0) -> M
     label_ids = {label: i for i, label in enumerate(default_labels("disease_es_ner"))}
     batches = []
     for lang, task in LANG_TASK.items():
-        units = [Unit(tuple(words), tuple(label_ids[t] for t in tags)) for words, tags in synthetic_sentences(lang, 64, seed)]
+        sentences = synthetic_sentences(lang, 96, seed)
+        # Half single sentences, half passages of four: the model also sees full stops and
+        # long contexts, so a word reads the same in a short window as in a whole document.
+        examples = sentences[:48] + [_passage(sentences[i:i + 4]) for i in range(48, 96, 4)]
+        units = [Unit(tuple(words), tuple(label_ids[t] for t in tags)) for words, tags in examples]
         batches.append((task, collate(encode_examples(tokenizer, units), tokenizer.pad_token_id)))
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     # One thread: the same weights on every machine, and for a model this small two threads
-    # mostly wait for each other (measured 5x slower on a busy 2-core CPU).
+    # mostly wait for each other (measured 5x slower on a busy 2-core CPU). Dropout draws
+    # from a generator seeded here, not from whatever earlier code left in torch's global
+    # one, so the weights do not depend on which tests ran before in the same process.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        for step in range(steps):
-            task, batch = batches[step % len(batches)]
-            training_step(model, optimizer, task, batch)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            for step in range(steps):
+                task, batch = batches[step % len(batches)]
+                training_step(model, optimizer, task, batch)
     finally:
         torch.set_num_threads(threads)
     return model.eval()
-
-
-def build_demo_model(directory: PathLike) -> Tuple[Path, Path]:
-    """A tiny base model and a trained tiny checkpoint, for trying the package offline."""
-    directory = Path(directory)
-    base = build_tiny_base_model(directory / "base")
-    checkpoint = build_tiny_checkpoint(directory / "model.pt", base, model=train_tiny_model(base))
-    return checkpoint, base
-
-
-if __name__ == "__main__":
-    import sys
-
-    if len(sys.argv) != 2:
-        sys.exit("usage: python -m dt4h_spacy.testing OUTPUT_DIR")
-    checkpoint, base = build_demo_model(sys.argv[1])
-    print(f"checkpoint: {checkpoint}\nbase model: {base}")

@@ -10,11 +10,9 @@ Usage: ``python scripts/make_base_model.py TEXTS_DIR OUT_DIR [--hidden 64] [--la
 """
 
 import argparse
-import re
-from collections import Counter
 from pathlib import Path
 
-from dt4h_spacy.testing import build_tokenizer, tiny_config
+from dt4h_spacy.testing import build_base_model_from_texts
 
 
 def main() -> None:
@@ -30,12 +28,8 @@ def main() -> None:
     texts = [path.read_text(encoding="utf-8") for path in sorted(args.texts.rglob("*.txt"))]
     if not texts:
         parser.error(f"no .txt files under {args.texts}")
-    counts = Counter(word for text in texts for word in re.findall(r"\w+", text))
-    frequent = sorted(word for word, n in counts.items() if n >= args.min_word_count)
-    tokenizer = build_tokenizer(sentences=texts, whole_words=frequent, vocab_size=args.vocab_size + len(frequent))
-    tokenizer.save_pretrained(args.out)
-    tiny_config(len(tokenizer), hidden=args.hidden, layers=args.layers).save_pretrained(args.out)
-    print(f"tiny base model ({len(tokenizer)} pieces, hidden {args.hidden}, {args.layers} layers) -> {args.out}")
+    build_base_model_from_texts(texts, args.out, args.vocab_size, args.min_word_count, args.hidden, args.layers)
+    print(f"tiny base model (hidden {args.hidden}, {args.layers} layers) -> {args.out}")
 
 
 if __name__ == "__main__":

@@ -65,7 +65,7 @@ def test_entities_do_not_depend_on_batching_or_mixed_languages(make_nlp):
 
 
 def test_entities_across_window_seams_match_a_model_reading_the_whole_text(make_nlp, trained_checkpoint):
-    text = lexicon_text("es", 40)
+    text = lexicon_text("es", 36)
     whole = make_nlp("es", checkpoint=trained_checkpoint)
     windowed = make_nlp("es", checkpoint=trained_checkpoint, max_length=32, stride=8)
     words = [t.text for t in whole.make_doc(text) if not t.is_space]

@@ -64,10 +64,12 @@ def test_random_bytes_and_truncated_files(make_nlp, tmp_path, tiny_checkpoint):
     junk.write_bytes(os.urandom(4096))
     with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint|not a plain state dict"):
         load(make_nlp, junk)
+    data = tiny_checkpoint.read_bytes()
     truncated = tmp_path / "truncated.pt"
-    truncated.write_bytes(tiny_checkpoint.read_bytes()[:5000])
-    with pytest.raises(CheckpointError, match="truncated"):
-        load(make_nlp, truncated)
+    for cut in (10, 100, 1000, 5000, len(data) // 2, len(data) - 10):  # the unpickler fails differently at each
+        truncated.write_bytes(data[:cut])
+        with pytest.raises(CheckpointError, match="truncated"):
+            load(make_nlp, truncated)
 
 
 def test_not_a_multitask_checkpoint_shows_what_was_found(make_nlp, tmp_path):

@@ -74,13 +74,17 @@ def one_torch_thread() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def busy_checkpoint(tmp_path_factory, tiny_checkpoint) -> Path:
-    """The tiny checkpoint with sharper heads biased to B/I: most words end up in an entity."""
+    """The tiny checkpoint with heads biased to B/I: most words end up in an entity.
+
+    The bias outweighs the random weights' spread, so this holds whatever the seed (measured:
+    75-96 % of words in entities for seeds 0-3), not by luck of one draw.
+    """
     state = torch.load(tiny_checkpoint, weights_only=True)
     for key in [k for k in state if k.startswith("classifiers.")]:
         if key.endswith(".weight"):
-            state[key] = state[key] * 8
+            state[key] = state[key] * 2
         else:  # label ids: B-DISEASE, I-DISEASE, O
-            state[key] = torch.tensor([0.0, 0.3, -0.2])
+            state[key] = torch.tensor([0.5, 1.0, -1.5])
     path = tmp_path_factory.mktemp("busy") / "busy.pt"
     torch.save(state, path)
     return path

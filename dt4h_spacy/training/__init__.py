@@ -86,7 +86,7 @@ def train(
     output_dir.mkdir(parents=True, exist_ok=True)
     config.to_disk(output_dir / "config.cfg")
     fix_random_seed(seed)
-    model, tokenizer = spec.build({task: len(default_labels(task)) for task in sorted(tasks)})
+    model, tokenizer = spec.build({task: len(default_labels(task)) for task in sorted(tasks)}, seed)
     prepared = prepare_tasks(tasks, tokenizer, settings)
     trainer = MultiTaskTrainer(settings, model, tokenizer, prepared, output_dir, seed, log)
     result = trainer.fit(resume=resume)

@@ -60,13 +60,14 @@ class ModelSpec:
     init_checkpoint: Optional[str] = None
     allow_unsafe_pickle: bool = False
 
-    def build(self, heads: Mapping[str, int]) -> Tuple[MultiTaskTokenClassifier, PreTrainedTokenizerFast]:
+    def build(self, heads: Mapping[str, int], seed: int = 0) -> Tuple[MultiTaskTokenClassifier, PreTrainedTokenizerFast]:
         """The network in training mode and its tokenizer.
 
         From ``init_checkpoint``: its encoder and *all* its heads are kept (fine-tuning the
         published model keeps every language), heads it lacks are added fresh. Otherwise
         the encoder is the pretrained base model (the authors' start) or, with
-        ``pretrained = false``, randomly initialised from the base model's config.
+        ``pretrained = false``, randomly initialised from the base model's config and ``seed``
+        (the same weights whatever transformers version is installed).
         """
         config, tokenizer = load_base_model(self.base_model)
         if self.init_checkpoint:
@@ -93,7 +94,7 @@ class ModelSpec:
                 ) from err
             model = MultiTaskTokenClassifier(encoder, heads, self.dropout)
         else:
-            model = MultiTaskTokenClassifier.from_config(config, heads, self.dropout)
+            model = MultiTaskTokenClassifier.from_config(config, heads, self.dropout, seed=seed)
         return model.train(), tokenizer
 
 

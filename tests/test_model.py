@@ -1,0 +1,70 @@
+"""The network's own initialisation: the same weights under every transformers version.
+
+transformers changes how it initialises a random model between versions (4.x and 5.x
+differ), so fixtures built with it would test different models on different machines. CI
+runs this file under the newest and the lowest supported transformers; the pinned
+fingerprints are what both must give.
+"""
+
+from contextlib import nullcontext
+
+import torch
+from torch import nn
+
+from dt4h_spacy.model import MultiTaskTokenClassifier, _skip_init, model_from_state_dict
+from dt4h_spacy.testing import build_tiny_model, train_tiny_model
+
+RANDOM_FINGERPRINT = 1026.8645
+TRAINED_FINGERPRINT = 1065.8007
+
+
+def fingerprint(model: nn.Module) -> float:
+    """Sum of |weight| over every parameter: changes with any single weight."""
+    return round(sum(float(p.detach().abs().double().sum()) for p in model.parameters()), 4)
+
+
+def test_a_random_model_is_a_function_of_its_seed_alone(tiny_base_model):
+    torch.manual_seed(123)  # whatever the global generator holds must not matter
+    model = build_tiny_model(tiny_base_model, seed=0)
+    torch.manual_seed(456)
+    again = build_tiny_model(tiny_base_model, seed=0)
+    other = build_tiny_model(tiny_base_model, seed=1)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
+    assert not torch.equal(model.classifiers["disease_es_ner"].weight, other.classifiers["disease_es_ner"].weight)
+    assert fingerprint(model) == RANDOM_FINGERPRINT
+
+
+def test_the_encoder_starts_as_bert_and_the_heads_as_torch_linear(tiny_base_model):
+    model = build_tiny_model(tiny_base_model, seed=0)
+    embeddings = model.encoder.embeddings.word_embeddings
+    assert torch.count_nonzero(embeddings.weight[embeddings.padding_idx]) == 0
+    assert abs(float(embeddings.weight.detach().std()) - 0.02) < 0.002
+    for module in model.encoder.modules():
+        if isinstance(module, nn.LayerNorm):
+            assert torch.all(module.weight == 1) and torch.all(module.bias == 0)
+        elif isinstance(module, nn.Linear):
+            assert torch.all(module.bias == 0)
+    for head in model.classifiers.values():  # torch's nn.Linear default, as the authors' heads get
+        bound = head.in_features ** -0.5
+        assert float(head.weight.abs().max()) <= bound and float(head.bias.abs().max()) > 0
+
+
+def test_training_is_the_same_whatever_ran_before_and_whatever_the_version(tiny_base_model):
+    """Dropout draws from the trainer's own seed, not from what earlier tests left behind."""
+    torch.manual_seed(1)
+    first = fingerprint(train_tiny_model(tiny_base_model, steps=6))
+    torch.manual_seed(2)
+    torch.rand(1000)
+    second = fingerprint(train_tiny_model(tiny_base_model, steps=6))
+    assert first == second == TRAINED_FINGERPRINT
+
+
+def test_loading_skips_transformers_random_init_and_keeps_every_weight(tiny_base_model):
+    from transformers import AutoConfig
+
+    assert not isinstance(_skip_init(), nullcontext), "transformers' no_init_weights moved: loading got slower"
+    model = build_tiny_model(tiny_base_model, seed=3)
+    loaded = model_from_state_dict(model.state_dict(), AutoConfig.from_pretrained(tiny_base_model))
+    assert isinstance(loaded, MultiTaskTokenClassifier) and not loaded.training
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values()))
+
