@@ -241,12 +241,18 @@ def test_ctrl_c_leaves_no_partial_output(tmp_path, tiny_checkpoint, tiny_base_mo
         deadline = time.monotonic() + 120
         while not marker.exists() and process.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert marker.exists(), process.communicate()
+        if not marker.exists():
+            process.kill()
+            pytest.fail(f"{stage}: the run never reached the stage: {process.communicate()}")
         if stage == "writing":
             assert [n for n in os.listdir(tmp_path / stage) if n.endswith(".tmp")], "not interrupted mid-write"
         process.send_signal(signal.SIGINT)
     for stage, process in runs.items():
-        _, stderr = process.communicate(timeout=60)
+        try:
+            _, stderr = process.communicate(timeout=300)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            pytest.fail(f"{stage}: still running 300 s after Ctrl-C: {process.communicate()}")
         assert process.returncode == 130, stderr
         assert "interrupted;" in stderr and "was not written" in stderr
     assert os.listdir(tmp_path / "annotating") == []

@@ -46,7 +46,7 @@ def test_the_encoder_starts_as_bert_and_the_heads_as_torch_linear(tiny_base_mode
             assert torch.all(module.bias == 0)
     for head in model.classifiers.values():  # torch's nn.Linear default, as the authors' heads get
         bound = head.in_features ** -0.5
-        assert float(head.weight.abs().max()) <= bound and float(head.bias.abs().max()) > 0
+        assert float(head.weight.detach().abs().max()) <= bound and float(head.bias.detach().abs().max()) > 0
 
 
 def test_training_is_the_same_whatever_ran_before_and_whatever_the_version(tiny_base_model):

@@ -33,7 +33,7 @@ def project(tmp_path_factory) -> Path:
     for name in PROJECT_FILES:
         source = ROOT / name
         (shutil.copytree if source.is_dir() else shutil.copy)(source, root / name)
-    result = _run([sys.executable, "-m", "spacy", "project", "run", "sample", "."], root, timeout=600)
+    result = _run([sys.executable, "-m", "spacy", "project", "run", "sample", "."], root, timeout=1100)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return root
 
