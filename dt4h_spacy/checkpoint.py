@@ -7,15 +7,19 @@ The published ``.pt`` is ``torch.save(model.state_dict())`` of a module with an
 authors' layout so the rest of the package sees exactly one.
 """
 
+import os
 import pickle
 import re
+import socket
 import zipfile
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+from urllib.parse import urlparse
 
 import torch
 
 from .errors import CheckpointError
+from .textfiles import new_file_mode
 
 ENCODER_PREFIX = "encoder."
 HEAD_PREFIX = "classifiers."
@@ -143,7 +147,9 @@ def save_checkpoint(state: Mapping[str, torch.Tensor], path: PathLike) -> Path:
     if path.suffix == ".safetensors":
         from safetensors.torch import save_file
 
+        mode = new_file_mode(path)
         save_file(plain, str(path))
+        os.chmod(path, mode)  # safetensors creates its files 0600: others could not load a shared pipeline
     else:
         torch.save(plain, path)
     return path
@@ -174,6 +180,23 @@ def _looks_like_repo_id(name: str) -> bool:
     return re.fullmatch(r"[\w.-]+/[\w.-]+", name) is not None and not name.endswith((".pt", ".bin"))
 
 
+def hub_unreachable(repo_id: str, filename: str) -> bool:
+    """True when ``filename`` of ``repo_id`` is not in the local cache and cannot be fetched:
+    offline mode, or no connection to the hub within seconds. Asked before the hub libraries,
+    whose retries take half a minute to give up."""
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(repo_id, filename), str):
+        return False
+    if constants.HF_HUB_OFFLINE:
+        return True
+    try:
+        socket.create_connection((urlparse(constants.ENDPOINT).hostname or "huggingface.co", 443), timeout=3).close()
+    except OSError:
+        return True
+    return False
+
+
 def _download_checkpoint(repo_id: str, filename: Optional[str]) -> Path:
     """The repo's ``.pt``: ``filename``, else ``<repo name>.pt`` (how BSC names them), else the only one.
 
@@ -183,6 +206,12 @@ def _download_checkpoint(repo_id: str, filename: Optional[str]) -> Path:
     from huggingface_hub import hf_hub_download, list_repo_files
     from huggingface_hub.utils import EntryNotFoundError
 
+    if hub_unreachable(repo_id, filename or f"{repo_id.split('/')[-1]}.pt"):
+        raise CheckpointError(
+            f"The checkpoint {repo_id!r} is not in the local Hugging Face cache and the Hub cannot be "
+            "reached (offline). Download the .pt file once and pass its local path as `checkpoint` "
+            "(CLI: --checkpoint path/to/model.pt)."
+        )
     try:
         if filename is not None:
             return Path(hf_hub_download(repo_id, filename))

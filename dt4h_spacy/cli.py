@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from .component import DiseaseRecognizer
 from .corpus import build_docbins, read_brat_corpus, read_iob_csv, read_tsv_corpus, write_docbins
+from .errors import EvaluationError
 from .evaluate import evaluate_files
 from .filenames import lang_from_filename, spacy_lang
 from .textfiles import Failure, atomic_write, find_txt_files, read_documents
@@ -278,13 +279,14 @@ def evaluate_command(
     Prints JSON with the official keys (entity, strict, char_f1) plus per_lang and per_file.
     Strict: exact (filename, label, start, end), one-to-one. char_f1: best character-overlap
     F1 per gold span (recall) and per predicted span (precision). Duplicate predictions count
-    once. Exit code 1 for a malformed file (the message names the line).
+    once. File names match with or without .txt; GOLD may use DisTEMIST columns. Exit code 1
+    for a malformed file (the message names the line) or files that share no document.
     """
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             result = evaluate_files(gold, pred, entity)
-    except TSVError as err:
+    except (TSVError, EvaluationError) as err:
         _error(str(err))
         raise typer.Exit(1) from err
     for warning in caught:
@@ -342,19 +344,25 @@ def convert_command(
     lang: LangOption = "auto",
     entity: EntityOption = None,
     recursive: RecursiveOption = False,
+    reanchor: Annotated[bool, typer.Option(
+        "--reanchor", help="Move a mention whose text differs from the file at its offsets to the nearest exact "
+                           "occurrence of its text, instead of dropping it.")] = False,
     quiet: QuietOption = False,
 ) -> None:
     """Turn annotated texts into spaCy training data (DocBin per language).
 
     Each text is tokenized with its language's spaCy tokenizer. Mentions off token
     boundaries are snapped outwards, overlapping ones keep the longest; every snapped or
-    dropped mention is counted in the summary. Exit code 1 if any file could not be used.
+    dropped mention is counted in the summary. A mention whose text differs from the file
+    at its offsets is dropped (or, with --reanchor, moved) and listed by file and offset.
+    Exit code 1 if any file could not be used or any mention was dropped for its text.
     """
     if fmt is CorpusFormat.iob and lang == "auto":
         raise typer.BadParameter("iob CSVs carry no MultiClinNER document names; pass the language, e.g. --lang es.",
                                  param_hint="--lang")
     try:
-        conversion = build_docbins(_read_corpus(fmt, source, mentions, recursive), lang=lang, entity=entity)
+        conversion = build_docbins(_read_corpus(fmt, source, mentions, recursive), lang=lang, entity=entity,
+                                   reanchor=reanchor)
     except TSVError as err:
         _error(str(err))
         raise typer.Exit(1) from err
@@ -375,7 +383,11 @@ def convert_command(
     if not quiet:
         for doc_lang, path in written.items():
             typer.echo(f"{doc_lang}: {conversion.stats[doc_lang].summary()} -> {path}")
-    if conversion.failures:
+    for stats in conversion.stats.values():
+        for line in stats.mismatches:
+            typer.echo(f"mention {line}", err=True)
+    mismatched = sum(s.dropped["text differs from the file at its offsets"] for s in conversion.stats.values())
+    if conversion.failures or mismatched:
         raise typer.Exit(1)
 
 

@@ -27,6 +27,7 @@ from .inference import WordTagger, check_speed_options, torch_device
 from .labels import LabelScheme, tasks_by_lang
 from .model import MultiTaskTokenClassifier, load_base_model, model_from_state_dict
 from .spans import predicted_spans, word_texts, word_tokens
+from .windows import check_window_settings
 
 DEFAULT_CHECKPOINT = "BSC-NLP4BIA/DT4H_XLM-R_mtl_es-it-ro_disease"
 DEFAULT_BASE_MODEL = "FacebookAI/xlm-roberta-base"
@@ -137,6 +138,9 @@ class DiseaseRecognizer(Pipe):
             raise ValueError(f"orphan_i must be one of {ORPHAN_I_MODES}, got {orphan_i!r}.")
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
+        if max_batch_subwords is not None and max_batch_subwords < 1:
+            raise ValueError(f"max_batch_subwords must be at least 1 (or null for no cap), got {max_batch_subwords}.")
+        check_window_settings(max_length, stride)
         if device != "auto":  # "auto" is only known at load time, where the check runs again
             check_speed_options(torch_device(device), precision, quantize, num_threads)
         self.vocab = vocab

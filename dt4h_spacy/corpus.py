@@ -59,8 +59,9 @@ class LangStats:
     mentions: int = 0
     entities: int = 0
     snapped: int = 0
-    text_mismatch: int = 0
+    reanchored: int = 0
     dropped: Counter = field(default_factory=Counter)
+    mismatches: List[str] = field(default_factory=list)  # "file start-end: ..." per dropped or moved mention
 
     def summary(self) -> str:
         parts = [f"{self.documents} documents, {self.mentions} mentions -> {self.entities} entities",
@@ -68,8 +69,8 @@ class LangStats:
         dropped = sum(self.dropped.values())
         reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(self.dropped.items()))
         parts.append(f"{dropped} dropped" + (f" ({reasons})" if reasons else ""))
-        if self.text_mismatch:
-            parts.append(f"{self.text_mismatch} kept whose source text differs from the file at their offsets")
+        if self.reanchored:
+            parts.append(f"{self.reanchored} moved to the nearest exact occurrence of their text")
         return ", ".join(parts)
 
 
@@ -226,17 +227,45 @@ def _trim_space(span: Span) -> Span:
     return Span(span.doc, start, end, label=span.label)
 
 
-def annotate_doc(doc: Doc, mentions: Iterable[RawMention], stats: LangStats) -> Doc:
-    """Set ``doc.ents`` from character mentions, counting snapped and dropped ones in ``stats``."""
+def _same_text(a: str, b: str) -> bool:
+    """Equal up to whitespace: TSV exports often flatten a mention's line break or tab."""
+    return a == b or a.split() == b.split()
+
+
+def _nearest_occurrence(text: str, mention: RawMention) -> Optional[int]:
+    """Start of the exact occurrence of the mention's text closest to its given start."""
+    assert mention.text is not None
+    starts = [m.start() for m in re.finditer(re.escape(mention.text), text)] if mention.text else []
+    return min(starts, key=lambda start: (abs(start - mention.start), start), default=None)
+
+
+def annotate_doc(doc: Doc, mentions: Iterable[RawMention], stats: LangStats, name: str = "",
+                 reanchor: bool = False) -> Doc:
+    """Set ``doc.ents`` from character mentions, counting snapped and dropped ones in ``stats``.
+
+    A mention whose source text differs from the document at its offsets is dropped and
+    listed in ``stats.mismatches`` (training on it would teach the wrong words); with
+    ``reanchor`` it is moved to the nearest exact occurrence of its text, if there is one.
+    """
+    text = doc.text
     spans: List[Span] = []
     seen = set()
     for mention in mentions:
         stats.mentions += 1
-        if mention.start < 0 or mention.end > len(doc.text) or mention.end <= mention.start:
+        if mention.start < 0 or mention.end > len(text) or mention.end <= mention.start:
             stats.dropped["outside the text"] += 1
             continue
-        if mention.text is not None and doc.text[mention.start:mention.end] != mention.text:
-            stats.text_mismatch += 1
+        found = text[mention.start:mention.end]
+        if mention.text is not None and not _same_text(found, mention.text):
+            where = f"{name} {mention.start}-{mention.end}: the source says {mention.text!r}, the text has {found!r}"
+            start = _nearest_occurrence(text, mention) if reanchor else None
+            if start is None:
+                stats.dropped["text differs from the file at its offsets"] += 1
+                stats.mismatches.append(f"{where}; dropped")
+                continue
+            mention = RawMention(start, start + len(mention.text), mention.label, mention.text)
+            stats.reanchored += 1
+            stats.mismatches.append(f"{where}; moved to {mention.start}-{mention.end}")
         span = doc.char_span(mention.start, mention.end, label=mention.label, alignment_mode="expand")
         span = _trim_space(span) if span is not None else None
         if span is None or len(span) == 0:
@@ -259,11 +288,12 @@ def annotate_doc(doc: Doc, mentions: Iterable[RawMention], stats: LangStats) -> 
 
 
 def build_docbins(items: Iterable[Union[AnnotatedText, Failure]], lang: str = "auto",
-                  entity: Optional[str] = None) -> Conversion:
+                  entity: Optional[str] = None, reanchor: bool = False) -> Conversion:
     """Tokenize each document with its language's spaCy tokenizer and set its entities.
 
     ``lang="auto"`` takes the language from the MultiClinNER file name; a document whose name
-    carries none is a failure (pass an explicit ``lang``). ``entity`` keeps only that label.
+    carries none is a failure (pass an explicit ``lang``). ``entity`` keeps only that label;
+    ``reanchor``: see :func:`annotate_doc`.
     Raises ``ValueError`` for a language spaCy has no tokenizer for.
     """
     result = Conversion()
@@ -293,7 +323,7 @@ def build_docbins(items: Iterable[Union[AnnotatedText, Failure]], lang: str = "a
             if len(mentions) < len(item.mentions):
                 stats.dropped[f"label other than {entity}"] += len(item.mentions) - len(mentions)
                 stats.mentions += len(item.mentions) - len(mentions)
-        doc = annotate_doc(tokenizers[doc_lang].make_doc(item.text), mentions, stats)
+        doc = annotate_doc(tokenizers[doc_lang].make_doc(item.text), mentions, stats, item.name, reanchor)
         result.docs.setdefault(doc_lang, []).append(doc)
     return result
 

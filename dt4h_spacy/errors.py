@@ -3,3 +3,7 @@
 
 class CheckpointError(ValueError):
     """A checkpoint or base model cannot be used as given."""
+
+
+class EvaluationError(ValueError):
+    """Gold and predictions that cannot be scored against each other."""

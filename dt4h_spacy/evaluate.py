@@ -13,6 +13,10 @@ Definitions follow ``src/evaluate.py`` of the shared task's MultiClinAIEval repo
   the mean over predicted spans of theirs (no one-to-one constraint).
 * Every number is rounded to 4 decimals; F1 is computed from the unrounded P and R.
 
+Two conveniences the official scorer lacks, because they otherwise surface only as a silent
+0: a file name matches with or without ``.txt`` (``convert`` accepts both), and gold and
+predictions that share no document are an error rather than a score.
+
 The official scorer compares every pair of spans in a document; we compare only spans of
 the same (file, label) group whose extents can overlap, which gives the same scores. The
 only possible difference is in the last bit of a float sum (the official order of documents
@@ -23,10 +27,11 @@ import bisect
 import math
 import warnings
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
+from .errors import EvaluationError
 from .filenames import lang_from_filename
 from .tsv import Mention, read_mentions
 
@@ -127,9 +132,14 @@ def _dedupe(mentions: Iterable[Mention]) -> List[Mention]:
     return unique
 
 
+def _document(mention: Mention) -> Mention:
+    """The mention with its file named as the document, without ``.txt``."""
+    return replace(mention, filename=mention.filename[:-4]) if mention.filename.endswith(".txt") else mention
+
+
 def _check_inputs(gold: List[Mention], pred: List[Mention], entity: Optional[str],
                   gold_labels: Iterable[str], pred_labels: Iterable[str]) -> None:
-    """Warn about the mistakes that otherwise show up only as a silent 0."""
+    """Refuse or warn about the mistakes that otherwise show up only as a silent 0."""
     if entity:
         for side, rows, labels in (("gold", gold, gold_labels), ("prediction", pred, pred_labels)):
             present = sorted(set(labels))
@@ -139,13 +149,11 @@ def _check_inputs(gold: List[Mention], pred: List[Mention], entity: Optional[str
     gold_files = {m.filename for m in gold}
     pred_files = {m.filename for m in pred}
     if gold_files and pred_files and not gold_files & pred_files:
-        g, p = min(gold_files), min(pred_files)
-        stripped = {f[:-4] if f.endswith(".txt") else f for f in gold_files}
-        stripped_pred = {f[:-4] if f.endswith(".txt") else f for f in pred_files}
-        hint = (" They differ only by a '.txt' suffix: write both files the same way."
-                if stripped & stripped_pred else "")
-        warnings.warn(f"Gold and prediction share no filename (gold e.g. {g!r}, prediction e.g. {p!r}), "
-                      f"so every gold mention counts as missed.{hint}", stacklevel=3)
+        raise EvaluationError(
+            f"Gold and predictions share no document (gold e.g. {min(gold_files)!r}, predictions e.g. "
+            f"{min(pred_files)!r}): they are not about the same texts. Check that both files come from "
+            "the same folder of documents."
+        )
 
 
 def evaluate(gold: List[Mention], pred: List[Mention], entity: Optional[str] = None) -> Dict[str, Any]:
@@ -155,9 +163,11 @@ def evaluate(gold: List[Mention], pred: List[Mention], entity: Optional[str] = N
     {precision, recall, f1, n_gold, n_pred}, "per_lang": {lang: {"strict", "char_f1"}},
     "per_file": {filename: {"strict", "char_f1"}}}``. ``per_lang`` covers files whose name
     carries a MultiClinNER language code; other files count only in the totals.
-    Warns (``UserWarning``) when the inputs look mismatched rather than truly scoring 0.
+    File names are compared without ``.txt``. Raises :class:`EvaluationError` when gold and
+    predictions share no document; warns (``UserWarning``) when ``entity`` matches no row.
     """
-    pred = _dedupe(pred)
+    gold = [_document(m) for m in gold]
+    pred = _dedupe(_document(m) for m in pred)
     gold_labels = [m.label for m in gold]
     pred_labels = [m.label for m in pred]
     if entity:
@@ -192,5 +202,6 @@ def evaluate(gold: List[Mention], pred: List[Mention], entity: Optional[str] = N
 
 def evaluate_files(gold_path: Union[str, Path], pred_path: Union[str, Path],
                    entity: Optional[str] = None) -> Dict[str, Any]:
-    """:func:`evaluate` on two TSV files; raises :class:`~dt4h_spacy.tsv.TSVError` for bad rows."""
-    return evaluate(read_mentions(gold_path), read_mentions(pred_path), entity)
+    """:func:`evaluate` on two TSV files, in the MultiClinAI or DisTEMIST columns as ``convert``
+    reads them; raises :class:`~dt4h_spacy.tsv.TSVError` for bad rows."""
+    return evaluate(read_mentions(gold_path, aliases=True), read_mentions(pred_path, aliases=True), entity)

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig, PreTrainedTokenizerFast
 
-from .checkpoint import StateDict, _sample, head_sizes, split_state_dict
+from .checkpoint import StateDict, _sample, head_sizes, hub_unreachable, split_state_dict
 from .errors import CheckpointError
 
 IGNORED_BUFFERS = ("embeddings.position_ids", "embeddings.token_type_ids")
@@ -161,6 +161,9 @@ def load_base_model(name_or_path: Union[str, Path]) -> Tuple[PretrainedConfig, P
                 f"base_model directory {local} has no {' and no '.join(missing)}. It must hold the "
                 "encoder's config.json and tokenizer files (AutoConfig/AutoTokenizer.save_pretrained)."
             )
+    elif hub_unreachable(source, "config.json"):
+        raise CheckpointError(_offline_message(source, "files", "it is not in the local Hugging Face cache "
+                                                                "and the Hub cannot be reached"))
     try:
         config = AutoConfig.from_pretrained(source)
     except OSError as err:
@@ -185,10 +188,11 @@ def _local_files(directory: Path) -> Dict[str, bool]:
     }
 
 
-def _offline_message(source: str, what: str, err: Exception) -> str:
+def _offline_message(source: str, what: str, err: object) -> str:
     return (
-        f"Could not load the {what} of base_model {source!r}: {err}. If you are offline, save the "
-        "base model's config and tokenizer to a directory once (AutoConfig/AutoTokenizer "
-        "`.save_pretrained(dir)`) and pass that directory as `base_model` (CLI: --base-model DIR)."
+        f"Could not load the {what} of base_model {source!r}: {str(err).rstrip('. ')}. If you are "
+        "offline, save the base model's config and tokenizer to a directory once "
+        "(AutoConfig/AutoTokenizer `.save_pretrained(dir)`) and pass that directory as `base_model` "
+        "(CLI: --base-model DIR; train: --paths.base_model DIR)."
     )
 

@@ -257,7 +257,7 @@ def train_tiny_model(base_model: PathLike, steps: int = 200, seed: int = 0) -> M
     batches = []
     for lang, task in LANG_TASK.items():
         sentences = synthetic_sentences(lang, 96, seed)
-        # Half single sentences, half passages of four: the model also sees full stops and
+        # 48 single sentences and 12 passages of four: the model also sees full stops and
         # long contexts, so a word reads the same in a short window as in a whole document.
         examples = sentences[:48] + [_passage(sentences[i:i + 4]) for i in range(48, 96, 4)]
         units = [Unit(tuple(words), tuple(label_ids[t] for t in tags)) for words, tags in examples]

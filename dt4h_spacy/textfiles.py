@@ -131,7 +131,7 @@ def read_documents(paths: Iterable[Path]) -> Iterator[Union[Document, Failure]]:
             yield Failure(path, str(err))
 
 
-def _new_file_mode(target: Path) -> int:
+def new_file_mode(target: Path) -> int:
     """Permissions for the finished file: the target's if it exists, else the umask default."""
     with suppress(OSError):
         return stat.S_IMODE(os.stat(target).st_mode)
@@ -159,7 +159,7 @@ def atomic_write(path: Union[str, Path], binary: bool = False) -> Iterator[IO]:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(tmp_name, _new_file_mode(target))
+        os.chmod(tmp_name, new_file_mode(target))
         os.replace(tmp_name, target)
     except BaseException:
         with suppress(OSError):

@@ -68,6 +68,17 @@ def window_bounds(n_subwords: int, size: int, stride: int) -> List[tuple]:
     return [(start, start + size) for start in starts]
 
 
+def check_window_settings(max_length: int, stride: int) -> None:
+    """Raise for a window size and overlap that cannot cut a document; the component calls
+    this when it is built, so a bad config fails at ``add_pipe``, not on the first document."""
+    size = max_length - 2
+    if size < 1 or not 0 <= stride < size:
+        raise ValueError(
+            f"stride ({stride}) must be at least 0 and smaller than max_length - 2 ({size}), "
+            f"and max_length ({max_length}) at least 3: the two special tokens take 2 places."
+        )
+
+
 def make_windows(
     encoded: Sequence[EncodedWords],
     max_length: int,
@@ -76,11 +87,8 @@ def make_windows(
     sep_id: int,
 ) -> List[Window]:
     """Cut every document into windows of at most ``max_length`` ids (specials included)."""
+    check_window_settings(max_length, stride)
     size = max_length - 2
-    if size < 1 or not 0 <= stride < size:
-        raise ValueError(
-            f"stride ({stride}) must be at least 0 and smaller than max_length - 2 ({size})."
-        )
     windows: List[Window] = []
     for doc, enc in enumerate(encoded):
         words = numpy.flatnonzero(enc.first_subword >= 0)

@@ -140,6 +140,33 @@ def test_offline_hub_name_says_how_to_pass_a_local_path(make_nlp, monkeypatch):
         load(make_nlp, "BSC-NLP4BIA/not-a-cached-model")
 
 
+@pytest.mark.parametrize("offline_mode", [True, False])
+def test_an_unreachable_hub_base_model_fails_at_once_naming_every_way_to_pass_a_directory(
+    make_nlp, monkeypatch, tiny_checkpoint, offline_mode
+):
+    """Not after half a minute of the hub libraries' retries: they are not even asked."""
+    import socket
+
+    import transformers
+    from huggingface_hub import constants
+
+    def no_network(*args, **kwargs):
+        raise OSError("Name or service not known")
+
+    def not_asked(*args, **kwargs):
+        raise AssertionError("the hub libraries were asked")
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", offline_mode)
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", not_asked)
+    with pytest.raises(CheckpointError) as caught:
+        load(make_nlp, tiny_checkpoint, base_model="FacebookAI/xlm-roberta-base")
+    message = str(caught.value)
+    assert "'FacebookAI/xlm-roberta-base': it is not in the local Hugging Face cache and the Hub cannot be reached" in message
+    assert "`base_model`" in message and "--base-model DIR" in message and "--paths.base_model DIR" in message
+    assert ".." not in message
+
+
 class Exploit:
     """Unpickling this would create a marker file: proof that code ran."""
 
@@ -183,6 +210,7 @@ def test_hub_checkpoint_is_the_repo_named_pt_then_the_only_pt(monkeypatch, tmp_p
             return str(tiny_checkpoint)
         raise EntryNotFoundError(f"{filename} not in {repo_id}")
 
+    monkeypatch.setattr("dt4h_spacy.checkpoint.hub_unreachable", lambda repo_id, filename: False)
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
     monkeypatch.setattr(huggingface_hub, "list_repo_files", lambda repo_id: ["README.md", "model_v2.pt"])
     assert resolve_checkpoint("BSC-NLP4BIA/DT4H_XLM-R_mtl_es-it-ro_disease") == tiny_checkpoint

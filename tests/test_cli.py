@@ -270,12 +270,20 @@ def test_evaluate_bad_row_names_the_line(tmp_path):
     assert f"error: {tmp_path / 'gold.tsv'} line 3: end_span (12) <= start_span (15)" in result.stderr
 
 
-def test_evaluate_warns_about_txt_suffix_mismatch(tmp_path):
+def test_evaluate_matches_names_with_or_without_txt(tmp_path):
     gold, pred = write_pair(tmp_path, [Mention("doc1.txt", "DISEASE", 0, 4, "asma")],
                             [Mention("doc1", "DISEASE", 0, 4, "asma")])
     result = run("evaluate", gold, pred)
-    assert result.exit_code == 0
-    assert "warning: Gold and prediction share no filename" in result.stderr
+    assert result.exit_code == 0 and not result.stderr
+    assert json.loads(result.stdout)["strict"]["f1"] == 1.0
+
+
+def test_evaluate_fails_when_gold_and_predictions_share_no_document(tmp_path):
+    gold, pred = write_pair(tmp_path, [Mention("doc1", "DISEASE", 0, 4, "asma")],
+                            [Mention("other", "DISEASE", 0, 4, "asma")])
+    result = run("evaluate", gold, pred)
+    assert result.exit_code == 1 and not result.stdout
+    assert "error: Gold and predictions share no document" in result.stderr
 
 
 # ------------------------------------------------------------------------- convert
@@ -303,6 +311,23 @@ def test_convert_reports_snapped_and_failed(tmp_path):
     assert "MultiClinNER-es-train-disease-2.txt: not valid UTF-8" in result.stderr
     assert "es: 1 documents, 1 mentions -> 1 entities, 1 snapped to token boundaries, 0 dropped" in result.stdout
     assert (tmp_path / "out" / "es.spacy").exists()
+
+
+def test_convert_drops_and_lists_a_mention_whose_text_does_not_match_unless_reanchored(tmp_path):
+    folder = tmp_path / "txt"
+    folder.mkdir()
+    (folder / "MultiClinNER-es-train-disease-1.txt").write_text("Describimos un caso de brucelosis aguda.")
+    (tmp_path / "m.tsv").write_text(HEADER + "MultiClinNER-es-train-disease-1\tDISEASE\t5\t15\tbrucelosis\n")
+    result = run("convert", folder, tmp_path / "out", "--mentions", tmp_path / "m.tsv")
+    assert result.exit_code == 1
+    assert ("mention MultiClinNER-es-train-disease-1 5-15: the source says 'brucelosis', the text has "
+            "'ibimos un '; dropped") in result.stderr
+    assert "1 mentions -> 0 entities" in result.stdout
+    moved = run("convert", folder, tmp_path / "moved", "--mentions", tmp_path / "m.tsv", "--reanchor")
+    assert moved.exit_code == 0, moved.output
+    assert "moved to 23-33" in moved.stderr and "1 moved to the nearest exact occurrence" in moved.stdout
+    docs = list(spacy.tokens.DocBin().from_disk(tmp_path / "moved" / "es.spacy").get_docs(spacy.blank("es").vocab))
+    assert [e.text for e in docs[0].ents] == ["brucelosis"]
 
 
 def test_convert_brat_without_ann_files_converts_nothing(tmp_path):

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dt4h_spacy.errors import EvaluationError
 from dt4h_spacy.evaluate import evaluate, evaluate_files, pair_score
 from dt4h_spacy.filenames import lang_from_filename
 from dt4h_spacy.tsv import Mention, TSVError, format_mentions
@@ -122,10 +123,24 @@ def test_pair_score(gold, pred, score):
     assert pair_score(gold, pred) == pytest.approx(score, abs=1e-12)
 
 
-def test_warns_when_files_share_no_filename_and_names_the_txt_mismatch():
-    with pytest.warns(UserWarning, match=r"share no filename \(gold e.g. 'doc1.txt', prediction e.g. 'doc1'\).*'.txt'"):
-        result = evaluate([m("doc1.txt", D, 0, 4)], [m("doc1", D, 0, 4)])
-    assert result["strict"]["tp"] == 0
+def test_names_match_with_or_without_txt_as_convert_accepts_both():
+    result = evaluate([m("doc1.txt", D, 0, 4), m("doc2", D, 0, 4)], [m("doc1", D, 0, 4), m("doc2.txt", D, 0, 4)])
+    assert result["strict"]["tp"] == 2 and result["strict"]["f1"] == 1.0
+    assert sorted(result["per_file"]) == ["doc1", "doc2"]
+
+
+def test_files_that_share_no_document_are_an_error_not_a_zero():
+    with pytest.raises(EvaluationError, match=r"share no document \(gold e.g. 'doc1', predictions e.g. 'other'\)"):
+        evaluate([m("doc1.txt", D, 0, 4)], [m("other", D, 0, 4)])
+    assert evaluate([m("doc1", D, 0, 4)], [])["strict"]["fn"] == 1  # no prediction at all is a real 0
+
+
+def test_gold_in_distemist_columns_is_read_as_convert_reads_it(tmp_path):
+    gold = tmp_path / "gold.tsv"
+    gold.write_text("filename\tmark\tlabel\toff0\toff1\tspan\ndoc1\tT1\tENFERMEDAD\t0\t4\tasma\n", encoding="utf-8")
+    pred = tmp_path / "pred.tsv"
+    pred.write_text("filename\tlabel\tstart_span\tend_span\ttext\ndoc1.txt\tENFERMEDAD\t0\t4\tasma\n", encoding="utf-8")
+    assert evaluate_files(gold, pred)["strict"]["f1"] == 1.0
 
 
 def test_warns_when_the_entity_matches_no_row():
@@ -218,14 +233,21 @@ def spans(max_size):
 @settings(max_examples=400, deadline=None)
 @given(spans(14), spans(14), st.sampled_from([None, D]))
 def test_matches_the_official_definitions(gold, pred, entity):
+    kept = [[m for m in side if entity is None or m.label == entity] for side in (gold, pred)]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        if all(kept) and not {m.filename for m in kept[0]} & {m.filename for m in kept[1]}:
+            with pytest.raises(EvaluationError):  # the official scorer's silent 0
+                evaluate(gold, pred, entity)
+            return
         assert official_keys(evaluate(gold, pred, entity)) == reference(gold, pred, entity)
 
 
 @settings(max_examples=100, deadline=None)
 @given(spans(14), spans(14))
 def test_per_file_metrics_are_each_files_own_evaluation(gold, pred):
+    if gold and pred and not {m.filename for m in gold} & {m.filename for m in pred}:
+        return
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         result = evaluate(gold, pred)

@@ -57,10 +57,17 @@ def test_labels_config_errors_name_the_rule(make_nlp, labels, message):
         load(make_nlp, labels=labels)
 
 
-def test_stride_that_does_not_fit_the_window_is_refused(make_nlp):
-    nlp = make_nlp("es", max_length=32, stride=30)
-    with pytest.raises(ValueError, match=r"stride \(30\) must be at least 0 and smaller than max_length - 2 \(30\)"):
-        nlp("Paciente con asma.")
+@pytest.mark.parametrize("config, message", [
+    ({"max_length": 32, "stride": 30}, r"stride \(30\) must be at least 0 and smaller than max_length - 2 \(30\)"),
+    ({"stride": 600}, r"stride \(600\) must be .* smaller than max_length - 2 \(510\)"),
+    ({"stride": -1}, r"stride \(-1\) must be at least 0"),
+    ({"max_length": 2, "stride": 0}, r"max_length \(2\) at least 3"),
+    ({"max_batch_subwords": 0}, "max_batch_subwords must be at least 1"),
+])
+def test_window_settings_that_cannot_work_are_refused_at_add_pipe(make_nlp, config, message):
+    """Not on the first document: a bad config fails where it is written."""
+    with pytest.raises(ValueError, match=message):
+        make_nlp("es", **config)
 
 
 def test_folder_with_several_checkpoints_asks_for_one(make_nlp, tmp_path, tiny_checkpoint):

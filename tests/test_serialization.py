@@ -1,7 +1,9 @@
 """A saved pipeline needs nothing but its own folder: no .pt, no base model, no network."""
 
+import os
 import pickle
 import shutil
+import stat
 import subprocess
 import sys
 import textwrap
@@ -75,3 +77,14 @@ def test_a_quantized_pipeline_saves_its_fp32_weights(tmp_path, make_nlp, tiny_ch
     loaded = spacy.load(tmp_path / "pipeline")
     assert loaded.get_pipe("dt4h_disease").cfg["quantize"] is True
     assert ents(loaded.pipe(TEXTS)) == expected
+
+
+def test_saved_weights_are_readable_as_the_umask_allows_like_every_other_file(tmp_path, make_nlp):
+    """safetensors creates its files 0600: other users of a shared server could not load the pipeline."""
+    old = os.umask(0o022)
+    try:
+        make_nlp("es").to_disk(tmp_path / "pipeline")
+    finally:
+        os.umask(old)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "pipeline").rglob("*") if p.is_file()}
+    assert modes["model.safetensors"] == modes["meta.json"] == 0o644, modes
