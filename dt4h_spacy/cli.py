@@ -12,6 +12,7 @@ import re
 import sys
 import warnings
 from collections import defaultdict
+from dataclasses import astuple
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Dict, Iterator, List, Optional, Tuple
@@ -25,11 +26,11 @@ from tqdm import tqdm
 from .component import DiseaseRecognizer
 from .corpus import build_docbins, read_brat_corpus, read_iob_csv, read_tsv_corpus, write_docbins
 from .errors import EvaluationError
-from .evaluate import evaluate_files
+from .evaluate import evaluate, format_table, strict_errors
 from .filenames import lang_from_filename, spacy_lang
 from .textfiles import Failure, atomic_write, find_txt_files, read_documents
 from .training.command import TRAIN_CONTEXT, train_command
-from .tsv import Mention, TSVError, write_mentions
+from .tsv import COLUMNS, Mention, TSVError, format_rows, read_mentions, write_mentions
 from .visualize import visualize_command
 
 FACTORY = "dt4h_disease"
@@ -251,54 +252,50 @@ def predict_command(
 # -------------------------------------------------------------------------- evaluate
 
 
-def _summary(result: Dict[str, Any]) -> str:
-    def line(name: str, metrics: Dict[str, Any], counts: Tuple[str, ...]) -> str:
-        extra = ", ".join(f"{key} {metrics[key]}" for key in counts)
-        return (f"{name:<10} P {metrics['precision']:.4f}  R {metrics['recall']:.4f}  "
-                f"F1 {metrics['f1']:.4f}  ({extra})")
-
-    lines = [line("strict", result["strict"], ("tp", "fp", "fn")),
-             line("char_f1", result["char_f1"], ("n_gold", "n_pred"))]
-    for lang, metrics in result["per_lang"].items():
-        lines.append(line(f"{lang} strict", metrics["strict"], ("tp", "fp", "fn")))
-        lines.append(line(f"{lang} char", metrics["char_f1"], ("n_gold", "n_pred")))
-    return "\n".join(lines)
-
-
 @app.command("evaluate")
 def evaluate_command(
     gold: Annotated[Path, typer.Argument(metavar="GOLD", help="Gold MultiClinAI TSV.", show_default=False)],
     pred: Annotated[Path, typer.Argument(metavar="PRED", help="Predicted MultiClinAI TSV.", show_default=False)],
     entity: EntityOption = None,
     output: Annotated[Optional[Path], typer.Option(
-        "--output", "-o", help="Write the metrics JSON to this file (then only a summary is printed).",
+        "--output", "-o", help="Write the full metrics JSON (official keys, per_lang, per_file) to this file.",
         show_default=False)] = None,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Print the full metrics JSON instead of the table.")] = False,
+    errors: Annotated[Optional[Path], typer.Option(
+        "--errors", help="Write the strict false positives (FP) and false negatives (FN) with their text to "
+                         "this TSV, for error analysis.", show_default=False)] = None,
 ) -> None:
     """Score PRED against GOLD exactly as the MultiClinAI official scorer does.
 
-    Prints JSON with the official keys (entity, strict, char_f1) plus per_lang and per_file.
-    Strict: exact (filename, label, start, end), one-to-one. char_f1: best character-overlap
-    F1 per gold span (recall) and per predicted span (precision). Duplicate predictions count
-    once. File names match with or without .txt; GOLD may use DisTEMIST columns. Exit code 1
-    for a malformed file (the message names the line) or files that share no document.
+    Prints a per-language table of strict and character-overlap P/R/F1. Strict: exact
+    (filename, label, start, end), one-to-one. char_f1: best character-overlap F1 per gold
+    span (recall) and per predicted span (precision). Duplicate predictions count once.
+    File names match with or without .txt; GOLD may use DisTEMIST columns. Exit code 1 for
+    a malformed file (the message names the line) or files that share no document.
     """
     try:
+        gold_rows = read_mentions(gold, aliases=True)
+        pred_rows = read_mentions(pred, aliases=True)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            result = evaluate_files(gold, pred, entity)
+            result = evaluate(gold_rows, pred_rows, entity)
     except (TSVError, EvaluationError) as err:
         _error(str(err))
         raise typer.Exit(1) from err
     for warning in caught:
         typer.echo(f"warning: {warning.message}", err=True)
     text = json.dumps(result, indent=2, ensure_ascii=False)
-    if output is None:
-        typer.echo(text)
-        return
-    with atomic_write(output) as handle:
-        handle.write(text + "\n")
-    typer.echo(_summary(result))
-    typer.echo(f"metrics written to {output}")
+    typer.echo(text if as_json else format_table(result), nl=as_json)
+    if output is not None:
+        with atomic_write(output) as handle:
+            handle.write(text + "\n")
+        typer.echo(f"metrics written to {output}", err=True)
+    if errors is not None:
+        found = strict_errors(gold_rows, pred_rows, entity)
+        with atomic_write(errors) as handle:
+            handle.write(format_rows((*COLUMNS, "error"), [(*astuple(m), kind) for kind, m in found]))
+        typer.echo(f"{len(found)} errors written to {errors}", err=True)
 
 
 # --------------------------------------------------------------------------- convert

@@ -33,7 +33,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from .errors import EvaluationError
 from .filenames import lang_from_filename
-from .tsv import Mention, read_mentions
+from .tsv import Mention, read_mentions, sort_key
 
 ROUND = 4
 
@@ -205,3 +205,38 @@ def evaluate_files(gold_path: Union[str, Path], pred_path: Union[str, Path],
     """:func:`evaluate` on two TSV files, in the MultiClinAI or DisTEMIST columns as ``convert``
     reads them; raises :class:`~dt4h_spacy.tsv.TSVError` for bad rows."""
     return evaluate(read_mentions(gold_path, aliases=True), read_mentions(pred_path, aliases=True), entity)
+
+
+TABLE_COLUMNS = ("strict P", "strict R", "strict F1", "char P", "char R", "char F1", "gold", "predicted")
+
+
+def format_table(result: Dict[str, Any]) -> str:
+    """Strict and character-overlap P/R/F1 per language, then all together, as a Markdown
+    table: readable in a terminal and pasted as is into a report."""
+    lines = ["| language | " + " | ".join(TABLE_COLUMNS) + " |", "|---" * (len(TABLE_COLUMNS) + 1) + "|"]
+    for name, metrics in [*result["per_lang"].items(), ("**all**", result)]:
+        strict, char = metrics["strict"], metrics["char_f1"]
+        values = [strict["precision"], strict["recall"], strict["f1"], char["precision"], char["recall"], char["f1"]]
+        cells = [f"{v:.4f}" for v in values] + [str(char["n_gold"]), str(char["n_pred"])]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def strict_errors(gold: List[Mention], pred: List[Mention], entity: Optional[str] = None) -> List[Tuple[str, Mention]]:
+    """The strict score's mistakes, for error analysis: ``("FP", m)`` for a prediction that
+    matches no gold mention, ``("FN", m)`` for a gold mention no prediction matches; sorted
+    by document and offset. Names, duplicates and ``entity`` are treated as in :func:`evaluate`."""
+    gold = [_document(m) for m in gold if entity is None or m.label == entity]
+    pred = [m for m in _dedupe(_document(m) for m in pred) if entity is None or m.label == entity]
+    unmatched_gold = Counter(m.key for m in gold)
+    unmatched_pred = Counter(m.key for m in pred)
+    matched = unmatched_gold & unmatched_pred
+    unmatched_gold -= matched
+    unmatched_pred -= matched
+    errors: List[Tuple[str, Mention]] = []
+    for kind, mentions, unmatched in (("FN", gold, unmatched_gold), ("FP", pred, unmatched_pred)):
+        for mention in reversed(mentions):  # the last copies of a duplicated gold key are the missed ones
+            if unmatched[mention.key]:
+                unmatched[mention.key] -= 1
+                errors.append((kind, mention))
+    return sorted(errors, key=lambda error: (sort_key(error[1]), error[0]))

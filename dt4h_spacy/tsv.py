@@ -139,12 +139,16 @@ def _field(value: object) -> str:
     return text
 
 
+def format_rows(columns: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    """Tab-separated text, header first, each field quoted by the rule above."""
+    lines = ["\t".join(columns)]
+    lines.extend("\t".join(_field(value) for value in row) for row in rows)
+    return "\n".join(lines) + "\n"
+
+
 def format_mentions(mentions: Iterable[Mention]) -> str:
     """The TSV text for ``mentions`` (header included), in the order given."""
-    lines = ["\t".join(COLUMNS)]
-    for m in mentions:
-        lines.append("\t".join(_field(v) for v in (m.filename, m.label, m.start, m.end, m.text)))
-    return "\n".join(lines) + "\n"
+    return format_rows(COLUMNS, ((m.filename, m.label, m.start, m.end, m.text) for m in mentions))
 
 
 def write_mentions(path: Union[str, Path], mentions: Iterable[Mention]) -> None:

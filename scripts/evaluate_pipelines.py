@@ -13,29 +13,14 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import List
 
 import spacy
 
-from dt4h_spacy.evaluate import evaluate
+from dt4h_spacy.evaluate import evaluate, format_table
 from dt4h_spacy.textfiles import find_txt_files
 from dt4h_spacy.tsv import Mention, read_mentions, write_mentions
 from dt4h_spacy.visualize import annotate_files
-
-COLUMNS = ("strict P", "strict R", "strict F1", "char P", "char R", "char F1", "gold", "predicted")
-
-
-def markdown_table(result: Dict[str, Any]) -> str:
-    """Strict and character-overlap P/R/F1 per language, then all languages together."""
-    lines = ["| language | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
-    rows = list(result["per_lang"].items()) + [("**all**", result)]
-    for name, metrics in rows:
-        strict, char = metrics["strict"], metrics["char_f1"]
-        values = [strict["precision"], strict["recall"], strict["f1"], char["precision"], char["recall"], char["f1"]]
-        cells = [f"{v:.4f}" for v in values] + [str(char["n_gold"]), str(char["n_pred"])]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -61,7 +46,7 @@ def main() -> int:
     write_mentions(args.out / "predictions.tsv", predicted)
     scores = {key: value for key, value in result.items() if key != "per_file"}
     (args.out / "scores.json").write_text(json.dumps(scores, indent=2) + "\n", encoding="utf-8")
-    table = markdown_table(result)
+    table = format_table(result)
     (args.out / "scores.md").write_text(table, encoding="utf-8")
     print(table, end="")
     return 1 if failures else 0

@@ -245,7 +245,7 @@ def test_evaluate_prints_the_official_json(tmp_path):
                             [Mention("doc1.txt", "DISEASE", 10, 18, "diabetes"),
                              Mention("doc2.txt", "DISEASE", 5, 12, "influenz"),
                              Mention("doc2.txt", "DISEASE", 100, 110, "fake")])
-    result = run("evaluate", gold, pred, "--entity", "DISEASE")
+    result = run("evaluate", gold, pred, "--entity", "DISEASE", "--json")
     assert result.exit_code == 0, result.output
     printed = json.loads(result.stdout)
     assert printed["strict"] == {"precision": 0.3333, "recall": 0.5, "f1": 0.4, "tp": 1, "fp": 2, "fn": 1}
@@ -253,13 +253,38 @@ def test_evaluate_prints_the_official_json(tmp_path):
     assert list(printed) == ["entity", "strict", "char_f1", "per_lang", "per_file"]
 
 
-def test_evaluate_output_file_and_summary(tmp_path):
+def test_evaluate_prints_a_table_and_writes_the_full_json_with_o(tmp_path):
     gold, pred = write_pair(tmp_path, read_mentions(EXAMPLES / "gold.tsv"), read_mentions(EXAMPLES / "gold.tsv")[:10])
     result = run("evaluate", gold, pred, "-o", tmp_path / "metrics.json")
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "metrics.json").read_text()) == json.loads(json.dumps(evaluate_files(gold, pred)))
-    assert "strict     P 1.0000  R 0.5263  F1 0.6897  (tp 10, fp 0, fn 9)" in result.stdout
-    assert "ro strict  P 0.0000  R 0.0000  F1 0.0000  (tp 0, fp 0, fn 6)" in result.stdout
+    assert result.stdout.splitlines() == [
+        "| language | strict P | strict R | strict F1 | char P | char R | char F1 | gold | predicted |",
+        "|---|---|---|---|---|---|---|---|---|",
+        "| es | 1.0000 | 1.0000 | 1.0000 | 1.0000 | 1.0000 | 1.0000 | 7 | 7 |",
+        "| it | 1.0000 | 0.5000 | 0.6667 | 1.0000 | 0.5000 | 0.6667 | 6 | 3 |",
+        "| ro | 0.0000 | 0.0000 | 0.0000 | 0.0000 | 0.0000 | 0.0000 | 6 | 0 |",
+        "| **all** | 1.0000 | 0.5263 | 0.6897 | 1.0000 | 0.5263 | 0.6897 | 19 | 10 |",
+    ]
+    assert "per_file" not in result.stdout and f"metrics written to {tmp_path / 'metrics.json'}" in result.stderr
+
+
+def test_evaluate_errors_lists_false_positives_and_negatives_with_their_text(tmp_path):
+    gold, pred = write_pair(tmp_path, [Mention("doc1", "DISEASE", 10, 18, "diabetes"),
+                                       Mention("doc1", "DISEASE", 30, 35, "asma\tx"),
+                                       Mention("doc2", "DISEASE", 0, 4, "gota")],
+                            [Mention("doc1.txt", "DISEASE", 10, 18, "diabetes"),
+                             Mention("doc1.txt", "DISEASE", 29, 35, " asma\tx"),
+                             Mention("doc2.txt", "DISEASE", 0, 4, "gota"),
+                             Mention("doc2.txt", "DISEASE", 0, 4, "gota")])
+    result = run("evaluate", gold, pred, "--errors", tmp_path / "errors.tsv")
+    assert result.exit_code == 0, result.output
+    assert "2 errors written to" in result.stderr
+    assert (tmp_path / "errors.tsv").read_text(encoding="utf-8").splitlines() == [
+        "filename\tlabel\tstart_span\tend_span\ttext\terror",
+        'doc1\tDISEASE\t29\t35\t" asma\tx"\tFP',
+        'doc1\tDISEASE\t30\t35\t"asma\tx"\tFN',
+    ]
 
 
 def test_evaluate_bad_row_names_the_line(tmp_path):
@@ -273,7 +298,7 @@ def test_evaluate_bad_row_names_the_line(tmp_path):
 def test_evaluate_matches_names_with_or_without_txt(tmp_path):
     gold, pred = write_pair(tmp_path, [Mention("doc1.txt", "DISEASE", 0, 4, "asma")],
                             [Mention("doc1", "DISEASE", 0, 4, "asma")])
-    result = run("evaluate", gold, pred)
+    result = run("evaluate", gold, pred, "--json")
     assert result.exit_code == 0 and not result.stderr
     assert json.loads(result.stdout)["strict"]["f1"] == 1.0
 

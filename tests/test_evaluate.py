@@ -3,13 +3,14 @@ transcription of the official definitions."""
 
 import json
 import warnings
+from collections import Counter
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dt4h_spacy.errors import EvaluationError
-from dt4h_spacy.evaluate import evaluate, evaluate_files, pair_score
+from dt4h_spacy.evaluate import evaluate, evaluate_files, pair_score, strict_errors
 from dt4h_spacy.filenames import lang_from_filename
 from dt4h_spacy.tsv import Mention, TSVError, format_mentions
 
@@ -240,7 +241,10 @@ def test_matches_the_official_definitions(gold, pred, entity):
             with pytest.raises(EvaluationError):  # the official scorer's silent 0
                 evaluate(gold, pred, entity)
             return
-        assert official_keys(evaluate(gold, pred, entity)) == reference(gold, pred, entity)
+        result = evaluate(gold, pred, entity)
+        assert official_keys(result) == reference(gold, pred, entity)
+        kinds = Counter(kind for kind, _ in strict_errors(gold, pred, entity))
+        assert (kinds["FP"], kinds["FN"]) == (result["strict"]["fp"], result["strict"]["fn"])
 
 
 @settings(max_examples=100, deadline=None)

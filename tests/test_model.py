@@ -8,19 +8,26 @@ fingerprints are what both must give.
 
 from contextlib import nullcontext
 
+import pytest
 import torch
 from torch import nn
 
 from dt4h_spacy.model import MultiTaskTokenClassifier, _skip_init, model_from_state_dict
 from dt4h_spacy.testing import build_tiny_model, train_tiny_model
 
-RANDOM_FINGERPRINT = 1026.8645
-TRAINED_FINGERPRINT = 1065.8007
+RANDOM_FINGERPRINT = 19.9256
+TRAINED_FINGERPRINT = 19.7322
 
 
 def fingerprint(model: nn.Module) -> float:
-    """Sum of |weight| over every parameter: changes with any single weight."""
-    return round(sum(float(p.detach().abs().double().sum()) for p in model.parameters()), 4)
+    """Projection of all weights on a fixed random ±1 vector: moves by ~0.02 when training
+    draws other dropout masks (measured 0.025), far less with another CPU's float rounding."""
+    generator = torch.Generator().manual_seed(0)
+    total = 0.0
+    for _, param in sorted(model.named_parameters()):
+        signs = torch.randint(0, 2, param.shape, generator=generator, dtype=torch.float64) * 2 - 1
+        total += float((param.detach().double() * signs).sum())
+    return total
 
 
 def test_a_random_model_is_a_function_of_its_seed_alone(tiny_base_model):
@@ -31,7 +38,7 @@ def test_a_random_model_is_a_function_of_its_seed_alone(tiny_base_model):
     other = build_tiny_model(tiny_base_model, seed=1)
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
     assert not torch.equal(model.classifiers["disease_es_ner"].weight, other.classifiers["disease_es_ner"].weight)
-    assert fingerprint(model) == RANDOM_FINGERPRINT
+    assert fingerprint(model) == pytest.approx(RANDOM_FINGERPRINT, abs=1e-3)
 
 
 def test_the_encoder_starts_as_bert_and_the_heads_as_torch_linear(tiny_base_model):
@@ -52,11 +59,12 @@ def test_the_encoder_starts_as_bert_and_the_heads_as_torch_linear(tiny_base_mode
 def test_training_is_the_same_whatever_ran_before_and_whatever_the_version(tiny_base_model):
     """Dropout draws from the trainer's own seed, not from what earlier tests left behind."""
     torch.manual_seed(1)
-    first = fingerprint(train_tiny_model(tiny_base_model, steps=6))
+    first = train_tiny_model(tiny_base_model, steps=6)
     torch.manual_seed(2)
     torch.rand(1000)
-    second = fingerprint(train_tiny_model(tiny_base_model, steps=6))
-    assert first == second == TRAINED_FINGERPRINT
+    second = train_tiny_model(tiny_base_model, steps=6)
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), second.state_dict().values()))
+    assert fingerprint(first) == pytest.approx(TRAINED_FINGERPRINT, abs=1e-3)
 
 
 def test_loading_skips_transformers_random_init_and_keeps_every_weight(tiny_base_model):

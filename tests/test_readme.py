@@ -49,7 +49,8 @@ def test_the_demo_model_finds_diseases_a_clinician_recognises(first_run):
     found = {(m.filename, m.start, m.end, m.text) for m in read_mentions(first_run / "predictions.tsv")}
     for mention in [
         ("MultiClinNER-es-test-disease-00001", 64, 85, "hipertensión arterial"),
-        ("MultiClinNER-es-test-disease-00002", 87, 91, "EPOC"),
+        ("MultiClinNER-es-test-disease-00001", 235, 261, "infarto agudo de miocardio"),
+        ("MultiClinNER-es-test-disease-00002", 210, 243, "fibrilación auricular paroxística"),
         ("MultiClinNER-it-test-disease-00002", 79, 107, "insufficienza renale cronica"),
         ("MultiClinNER-ro-test-disease-00002", 26, 51, "lupus eritematos sistemic"),
     ]:
