@@ -27,6 +27,8 @@ NESTING_KEYS = ("state_dict", "model_state_dict", "model")
 WRAPPER_PREFIXES = ("model.", "module.")
 LEGACY_HEAD = re.compile(r"^(?P<prefix>.+)_classifier\.(?P<param>weight|bias)$")
 MODERN_HEAD = re.compile(r"^classifiers\.(?P<task>[^.]+)\.(?P<param>weight|bias)$")
+WEIGHT_SUFFIXES = (".pt", ".bin", ".safetensors")
+TRAINER_STATE_FILE = "trainer_state.pt"  # dt4h-spacy train's resumable state beside last/model.pt: not weights
 
 StateDict = Dict[str, torch.Tensor]
 PathLike = Union[str, Path]
@@ -156,24 +158,84 @@ def save_checkpoint(state: Mapping[str, torch.Tensor], path: PathLike) -> Path:
 
 
 def resolve_checkpoint(name_or_path: str, filename: Optional[str] = None) -> Path:
-    """A local file, or the ``.pt`` of a Hugging Face repo (downloaded and cached)."""
+    """A local file, a folder holding one checkpoint, or the ``.pt`` of a Hugging Face repo (downloaded and cached)."""
     local = Path(name_or_path).expanduser()
     if local.exists():
-        if local.is_dir():
-            candidates = sorted(p for p in local.iterdir() if p.suffix in (".pt", ".bin", ".safetensors"))
-            if len(candidates) != 1:
-                raise CheckpointError(
-                    f"Directory {local} holds {len(candidates)} checkpoint files "
-                    f"({[p.name for p in candidates]}); pass the path of one file."
-                )
-            return candidates[0]
-        return local
+        return checkpoint_in_folder(local) if local.is_dir() else local
     if not _looks_like_repo_id(name_or_path):
         raise CheckpointError(
             f"Checkpoint not found: {name_or_path} is neither an existing file nor a Hugging Face "
             "repo id (owner/name)."
         )
     return _download_checkpoint(name_or_path, filename)
+
+
+def checkpoint_in_folder(folder: Path) -> Path:
+    """The folder's only weights file; otherwise an error naming the file (or option) to use instead.
+
+    ``dt4h-spacy train``'s ``last/`` also holds ``trainer_state.pt`` (optimizer state, not
+    weights), so it is never counted: ``last/`` resolves to its ``model.pt``. Users most often
+    pass a training output folder or a saved pipeline, so those get their own way out.
+    """
+    candidates = sorted(
+        p for p in folder.iterdir() if p.suffix in WEIGHT_SUFFIXES and p.name != TRAINER_STATE_FILE and p.is_file()
+    )
+    if len(candidates) == 1:
+        return candidates[0]
+    if candidates:
+        found = f"Directory {folder} holds {len(candidates)} checkpoint files ({[p.name for p in candidates]})"
+    else:
+        found = f"Directory {folder} holds no checkpoint file ({', '.join(WEIGHT_SUFFIXES)})"
+    if (folder / "best" / "model.pt").is_file():
+        way_out = (
+            f"it is a `dt4h-spacy train` output folder: pass {folder / 'best' / 'model.pt'} (best dev score) "
+            f"or {folder / 'last' / 'model.pt'} (last step)"
+        )
+    elif (folder / "config.cfg").is_file() or (folder / "meta.json").is_file():
+        way_out = (
+            f"it is a saved spaCy pipeline, which carries its own weights: use it with --model {folder} "
+            f"(CLI) or spacy.load({str(folder)!r}) instead of as a checkpoint"
+        )
+    elif pipelines := pipelines_in(folder):
+        way_out = f"it holds saved spaCy pipelines: use one with --model (CLI) or spacy.load: {_listing(pipelines)}"
+    else:
+        way_out = "pass the path of one file"
+    raise CheckpointError(f"{found}; {way_out}.")
+
+
+def is_spacy_pipeline(folder: Path) -> bool:
+    """Whether ``spacy.load`` can read the folder: it needs both ``config.cfg`` and ``meta.json``."""
+    return (folder / "config.cfg").is_file() and (folder / "meta.json").is_file()
+
+
+def pipelines_in(folder: Path) -> List[Path]:
+    """Saved spaCy pipelines one or two levels below ``folder`` (a training output's ``pipelines/<name>``)."""
+    found = {meta.parent for pattern in ("*/meta.json", "*/*/meta.json") for meta in folder.glob(pattern)}
+    return sorted(p for p in found if is_spacy_pipeline(p))
+
+
+def check_pipeline_folder(folder: Path) -> None:
+    """Refuse an existing folder ``spacy.load`` cannot read, naming the pipelines inside it.
+
+    spaCy would only say ``[E053] Could not read meta.json``; the usual mistake is passing
+    a training output folder, whose pipelines sit in ``pipelines/<name>/``. Anything else
+    (a pipeline, an installed package's name) is left to ``spacy.load``.
+    """
+    if not folder.is_dir() or is_spacy_pipeline(folder):
+        return
+    pipelines = pipelines_in(folder)
+    if pipelines:
+        way_out = f"It holds these pipelines; pass one of them: {_listing(pipelines)}."
+    else:
+        way_out = (
+            "Pass a folder written by nlp.to_disk, such as OUTPUT/pipelines/<name> of `dt4h-spacy train` "
+            "(a .pt checkpoint is not a pipeline)."
+        )
+    raise CheckpointError(f"{folder} is not a saved spaCy pipeline (it lacks config.cfg or meta.json). {way_out}")
+
+
+def _listing(paths: List[Path]) -> str:
+    return ", ".join(str(p) for p in paths)
 
 
 def _looks_like_repo_id(name: str) -> bool:

@@ -23,6 +23,7 @@ from spacy.language import Language
 from spacy.tokens import Doc
 from tqdm import tqdm
 
+from .checkpoint import check_pipeline_folder
 from .component import DiseaseRecognizer
 from .corpus import build_docbins, read_brat_corpus, read_iob_csv, read_tsv_corpus, write_docbins
 from .errors import EvaluationError
@@ -113,6 +114,7 @@ def _load_pipelines(langs: List[str], model_dir: Optional[Path], config: Dict[st
     tokenizer, and the component built for the first is sourced into the others.
     """
     if model_dir is not None:
+        check_pipeline_folder(model_dir)
         nlp = spacy.load(model_dir, config=_component_overrides(model_dir, runtime))
         return {lang: nlp for lang in langs}
     pipelines: Dict[str, Language] = {}

@@ -17,6 +17,7 @@ from spacy import displacy
 from spacy.language import Language
 from spacy.tokens import Doc
 
+from .checkpoint import check_pipeline_folder
 from .component import DiseaseRecognizer
 from .filenames import lang_from_filename
 from .textfiles import Failure, atomic_write, find_txt_files, read_documents
@@ -117,6 +118,7 @@ def visualize_command(
     except OSError as err:
         raise typer.BadParameter(str(err), param_hint="INPUT_DIR") from err
     try:
+        check_pipeline_folder(Path(model))
         nlp = spacy.load(model)
     except (OSError, ValueError) as err:
         typer.echo(f"error: cannot load pipeline {model}: {err}", err=True)

@@ -1,8 +1,10 @@
 """Score every trained pipeline on the dev texts of its language: the project's evaluate step.
 
 Each pipeline in PIPELINES_DIR annotates the .txt files (searched recursively) of the
-languages it serves, as ``dt4h-spacy predict`` would; all predictions are scored together
-against the gold TSV with the official MultiClinAI metrics, per language and overall.
+languages it serves, as ``dt4h-spacy predict`` would; a file already annotated by an earlier
+pipeline (in name order: ``disease_es_ner`` before ``multilingual``) is not annotated again.
+All predictions are scored together against the gold TSV with the official MultiClinAI
+metrics, per language and overall.
 
 Usage: ``python scripts/evaluate_pipelines.py PIPELINES_DIR TEXTS_DIR GOLD_TSV OUT_DIR [--entity DISEASE]``
 Writes ``OUT_DIR/predictions.tsv``, ``OUT_DIR/scores.json`` (official keys + per_lang) and
@@ -18,9 +20,10 @@ from typing import List
 import spacy
 
 from dt4h_spacy.evaluate import evaluate, format_table
-from dt4h_spacy.textfiles import find_txt_files
+from dt4h_spacy.textfiles import document_name, find_txt_files
 from dt4h_spacy.tsv import Mention, read_mentions, write_mentions
 from dt4h_spacy.visualize import annotate_files
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -39,6 +42,8 @@ def main() -> int:
         docs, _ = annotate_files(spacy.load(path), paths, "auto", failures)
         predicted.extend(Mention(name, e.label_, e.start_char, e.end_char, e.text) for name, doc in docs for e in doc.ents)
         print(f"{path.name}: {len(docs)} documents annotated")
+        annotated = {name for name, _ in docs}
+        paths = [txt for txt in paths if document_name(txt) not in annotated]
     for failure in failures:
         print(f"error: skipped {failure}", file=sys.stderr)
     result = evaluate(read_mentions(args.gold), predicted, args.entity)

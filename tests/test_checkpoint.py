@@ -218,3 +218,32 @@ def test_hub_checkpoint_is_the_repo_named_pt_then_the_only_pt(monkeypatch, tmp_p
     monkeypatch.setattr(huggingface_hub, "list_repo_files", lambda repo_id: ["a.pt", "b.pt"])
     with pytest.raises(CheckpointError, match=r"2 \.pt files.*checkpoint_file"):
         resolve_checkpoint("owner/repo")
+
+
+def test_a_folder_resolves_to_its_one_checkpoint_or_says_which_path_to_pass(tmp_path, tiny_checkpoint):
+    from dt4h_spacy.checkpoint import resolve_checkpoint
+
+    training = tmp_path / "training"
+    for sub in ("best", "last"):
+        (training / sub).mkdir(parents=True)
+        (training / sub / "model.pt").write_bytes(tiny_checkpoint.read_bytes())
+    (training / "last" / "trainer_state.pt").write_bytes(b"optimizer state")
+    (training / "config.cfg").write_text("[training]\n")
+    pipeline = training / "pipelines" / "disease_es_ner"
+    (pipeline / "dt4h_disease").mkdir(parents=True)
+    for name in ("config.cfg", "meta.json"):
+        (pipeline / name).write_text("{}")
+    (pipeline / "dt4h_disease" / "model.safetensors").write_bytes(b"weights")
+
+    assert resolve_checkpoint(str(training / "last")) == training / "last" / "model.pt"
+    with pytest.raises(CheckpointError, match=rf"holds no checkpoint file.*train. output folder: pass {training}/best/model\.pt"):
+        resolve_checkpoint(str(training))
+    with pytest.raises(CheckpointError, match=rf"saved spaCy pipeline.*--model {pipeline} \(CLI\) or spacy\.load"):
+        resolve_checkpoint(str(pipeline))
+    with pytest.raises(CheckpointError, match=rf"holds saved spaCy pipelines.*{pipeline}"):
+        resolve_checkpoint(str(training / "pipelines"))
+    (tmp_path / "two").mkdir()
+    for name in ("a.pt", "b.bin"):
+        (tmp_path / "two" / name).write_bytes(b"x")
+    with pytest.raises(CheckpointError, match=r"holds 2 checkpoint files \(\['a\.pt', 'b\.bin'\]\); pass the path of one file"):
+        resolve_checkpoint(str(tmp_path / "two"))

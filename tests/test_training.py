@@ -237,7 +237,7 @@ def test_our_component_on_the_trained_pt_finds_the_trained_diseases(run, make_nl
 
 def test_each_language_gets_a_loadable_pipeline_with_identical_entities(run, make_nlp):
     result, _, _ = run
-    assert sorted(result.pipelines) == sorted(LANG_TASK.values())
+    assert sorted(result.pipelines) == sorted(LANG_TASK.values()) + ["multilingual"]
     for lang, (text, expected) in TEXTS.items():
         nlp = spacy.load(result.pipelines[LANG_TASK[lang]])
         assert nlp.lang == lang and nlp.meta["name"] == "dt4h_disease"
@@ -246,6 +246,46 @@ def test_each_language_gets_a_loadable_pipeline_with_identical_entities(run, mak
         other = make_nlp(lang, checkpoint=result.best_checkpoint)
         for extra in ("la diabetes de hoy", "il paziente con ipertensione acuta", "azi diabet și infarct"):
             assert _ents(nlp, extra) == _ents(other, extra)
+
+
+def test_one_multilingual_pipeline_holds_the_encoder_once_and_finds_what_each_language_pipeline_finds(run):
+    result, output, _ = run
+    path = result.pipelines["multilingual"]
+    assert path == output / "pipelines" / "multilingual"
+    assert [p.name for p in path.rglob("*.safetensors")] == ["model.safetensors"]
+    nlp = spacy.load(path)
+    assert nlp.lang == "xx" and nlp.meta["name"] == "dt4h_disease"
+    assert nlp.get_pipe("dt4h_disease").languages == LANG_TASK
+    strict_f = [result.best_scores[task]["strict"]["f1"] for task in LANG_TASK.values()]
+    assert nlp.meta["performance"]["strict_f"] == pytest.approx(sum(strict_f) / 3)
+    for lang, (text, expected) in TEXTS.items():
+        single = spacy.load(result.pipelines[LANG_TASK[lang]])
+        for sample in (text, "la diabetes de hoy", "il paziente con ipertensione acuta", "azi diabet și infarct"):
+            doc = nlp.make_doc(sample)
+            doc._.dt4h_lang = lang
+            assert _ents(nlp, doc) == _ents(single, sample), (lang, sample)
+        assert _ents(nlp, spacy.blank(lang).make_doc(text)) == expected  # or routed by the doc's language
+
+
+def test_a_training_folder_passed_as_a_model_or_checkpoint_gets_the_path_to_pass(run, tmp_path, tiny_base_model):
+    _, output, _ = run
+    texts = tmp_path / "texts"
+    texts.mkdir()
+    (texts / "note.txt").write_text(TEXTS["es"][0], encoding="utf-8")
+    predict = ["predict", str(texts), str(tmp_path / "out.tsv"), "--lang", "es"]
+    checkpoint = [*predict, "--base-model", str(tiny_base_model), "--checkpoint"]
+    ok = CliRunner().invoke(app, [*checkpoint, str(output / "last")])  # its trainer_state.pt is no checkpoint
+    assert ok.exit_code == 0, ok.output
+    refused = CliRunner().invoke(app, [*checkpoint, str(output)])
+    assert refused.exit_code == 2 and f"pass {output / 'best' / 'model.pt'}" in refused.output
+    pipeline = output / "pipelines" / "disease_es_ner"
+    refused = CliRunner().invoke(app, [*checkpoint, str(pipeline)])
+    assert refused.exit_code == 2 and f"--model {pipeline}" in refused.output and "spacy.load" in refused.output
+    for command in (predict, ["visualize", str(texts), str(tmp_path / "page.html")]):
+        refused = CliRunner().invoke(app, [*command, "--model", str(output)])
+        assert refused.exit_code == 2 and "E053" not in refused.output, refused.output
+        assert "is not a saved spaCy pipeline" in refused.output and str(pipeline) in refused.output
+        assert str(output / "pipelines" / "multilingual") in refused.output
 
 
 def test_dev_scores_are_logged_each_epoch_and_the_best_is_kept(run):
@@ -319,8 +359,33 @@ def test_fine_tuning_keeps_every_head_and_a_new_language_is_a_config_section(run
     for task in LANG_TASK.values():  # heads without data are kept as they were
         assert torch.equal(after[f"classifiers.{task}.weight"], before[f"classifiers.{task}.weight"])
     assert not torch.equal(after["encoder.embeddings.word_embeddings.weight"], before["encoder.embeddings.word_embeddings.weight"])
+    assert list(tuned.pipelines) == ["disease_en_ner"]  # one language: no multilingual pipeline
     nlp = spacy.load(tuned.pipelines["disease_en_ner"])
     assert nlp.lang == "en" and nlp.get_pipe("dt4h_disease").languages == {"en": "disease_en_ner"}
+
+
+def test_tasks_trains_only_the_named_heads_without_the_other_languages_data(run, tmp_path, tiny_base_model):
+    result, _, _ = run
+    corpus = _write_corpus(tmp_path / "corpus", langs=("es", "it"), n_train=16, n_dev=8)  # no ro data at all
+    config_path = tmp_path / "tiny.cfg"
+    config_path.write_text(TINY_CONFIG, encoding="utf-8")
+    args = ["train", str(config_path), "--output", str(tmp_path / "out"), "--paths.corpus", str(corpus),
+            "--paths.base_model", str(tiny_base_model), "--paths.init_checkpoint", str(result.best_checkpoint),
+            "--training.epochs", "1"]
+    tuned = CliRunner().invoke(app, [*args, "--tasks", "disease_es_ner,disease_it_ner"])
+    assert tuned.exit_code == 0, tuned.output
+    before = torch.load(result.best_checkpoint, weights_only=True)
+    after = torch.load(tmp_path / "out" / "best" / "model.pt", weights_only=True)
+    assert set(after) == set(before)  # the untrained ro head is kept, as it was
+    assert torch.equal(after["classifiers.disease_ro_ner.weight"], before["classifiers.disease_ro_ner.weight"])
+    assert not torch.equal(after["classifiers.disease_es_ner.weight"], before["classifiers.disease_es_ner.weight"])
+    assert sorted(p.name for p in (tmp_path / "out" / "pipelines").iterdir()) == ["disease_es_ner", "disease_it_ner", "multilingual"]
+    multilingual = spacy.load(tmp_path / "out" / "pipelines" / "multilingual")
+    assert multilingual.get_pipe("dt4h_disease").languages == {"es": "disease_es_ner", "it": "disease_it_ner"}
+    assert sorted(Config().from_disk(tmp_path / "out" / "config.cfg", interpolate=False)["tasks"]) == ["disease_es_ner", "disease_it_ner"]
+    unknown = CliRunner().invoke(app, [*args, "--tasks", "disease_es_ner,disease_en_ner"])
+    assert unknown.exit_code == 2
+    assert "['disease_en_ner']" in unknown.output and "['disease_es_ner', 'disease_it_ner', 'disease_ro_ner']" in unknown.output
 
 
 def test_bad_settings_and_missing_data_are_reported(tmp_path, corpus, tiny_base_model):

@@ -21,7 +21,7 @@ from spacy.tokens import Doc
 from tqdm import tqdm
 from transformers import PreTrainedTokenizerFast
 
-from ..checkpoint import load_checkpoint_file, save_checkpoint
+from ..checkpoint import TRAINER_STATE_FILE, load_checkpoint_file, save_checkpoint
 from ..evaluate import evaluate
 from ..inference import WordTagger, max_positions, torch_device
 from ..labels import LabelScheme
@@ -32,7 +32,6 @@ from .data import IGNORE_INDEX, Batch, Example, collate, epoch_plan
 from .blocks import TrainerSettings, lr_factor
 
 MODEL_FILE = "model.pt"
-STATE_FILE = "trainer_state.pt"
 SCORES_FILE = "scores.jsonl"
 
 
@@ -281,7 +280,7 @@ class MultiTaskTrainer:
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         }
-        torch.save(state, tmp / STATE_FILE)
+        torch.save(state, tmp / TRAINER_STATE_FILE)
         last, old = self.output_dir / "last", self.output_dir / ".last.old"
         shutil.rmtree(old, ignore_errors=True)
         if last.exists():
@@ -291,9 +290,9 @@ class MultiTaskTrainer:
 
     def _restore(self, optimizer, scaler, steps_per_epoch: int):
         last = self.output_dir / "last"
-        if not (last / STATE_FILE).exists():
-            raise FileNotFoundError(f"Nothing to resume: {last / STATE_FILE} does not exist. Train without --resume.")
-        state = torch.load(last / STATE_FILE, map_location="cpu", weights_only=True)
+        if not (last / TRAINER_STATE_FILE).exists():
+            raise FileNotFoundError(f"Nothing to resume: {last / TRAINER_STATE_FILE} does not exist. Train without --resume.")
+        state = torch.load(last / TRAINER_STATE_FILE, map_location="cpu", weights_only=True)
         expected = self._signature(steps_per_epoch)
         saved = json.loads(state["signature"])
         if saved != expected:
