@@ -16,11 +16,12 @@ from pathlib import Path
 from typing import Any, Dict, List
 
 import spacy
+from tqdm import tqdm
 
+from dt4h_spacy.batch import annotate, group_by_language, served_languages
 from dt4h_spacy.evaluate import evaluate
 from dt4h_spacy.textfiles import find_txt_files
 from dt4h_spacy.tsv import Mention, read_mentions, write_mentions
-from dt4h_spacy.visualize import annotate_files
 
 COLUMNS = ("strict P", "strict R", "strict F1", "char P", "char R", "char F1", "gold", "predicted")
 
@@ -49,9 +50,14 @@ def main() -> int:
     if not pipelines:
         parser.error(f"no pipelines (folders with config.cfg) in {args.pipelines}")
     paths, failures = find_txt_files(args.texts, recursive=True)
+    groups, unrouted = group_by_language(paths, "auto")
+    failures += unrouted
     predicted: List[Mention] = []
     for path in pipelines:
-        docs, _ = annotate_files(spacy.load(path), paths, "auto", failures)
+        nlp = spacy.load(path)
+        served = served_languages(nlp)
+        own = {lang: files for lang, files in groups.items() if served is None or lang in served}
+        docs = list(annotate(dict.fromkeys(own, nlp), own, failures, tqdm(disable=True)))
         predicted.extend(Mention(name, e.label_, e.start_char, e.end_char, e.text) for name, doc in docs for e in doc.ents)
         print(f"{path.name}: {len(docs)} documents annotated")
     for failure in failures:
