@@ -1,7 +1,8 @@
 """``dt4h-spacy``: annotate folders of clinical text, score against the shared task, build corpora.
 
-One function per command; options shared by several commands are defined once below so
-new commands (train, visualize, …) reuse them. Exit codes: 0 success, 1 some input could
+One function per command; options shared by several commands are defined once, in
+:mod:`dt4h_spacy.batch` (with the input reading and annotating that predict and visualize
+share), so new commands reuse them. Exit codes: 0 success, 1 some input could
 not be used (reported, the rest was still processed), 2 bad options or an unusable model,
 130 interrupted (Ctrl-C) before the output was complete, which is then left as it was.
 """
