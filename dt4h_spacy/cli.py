@@ -110,8 +110,8 @@ def predict_command(
     --lang auto, or is in a language the model has no head for is reported and skipped; the
     others are still written. The TSV appears only when complete. Exit code 1 if any file failed.
     """
-    prepare_output(output)
     groups, failures, total = find_inputs(source, lang, recursive)
+    prepare_output(output)
     settings = {"batch_size": batch_size, "device": device, "threshold": min_score, "quantize": quantize,
                 "precision": precision.value, "num_threads": threads}
     pipelines = load_pipelines(groups, lang, model, checkpoint, base_model, settings, failures)

@@ -98,8 +98,8 @@ def visualize_command(
     reported and skipped. Exit code 1 if a file was skipped or no document could be shown,
     2 for an unusable model.
     """
-    prepare_output(output)
     groups, failures, total = find_inputs(source, lang, recursive)
+    prepare_output(output)
     pipelines = load_pipelines(groups, lang, model, checkpoint, base_model, {}, failures)
     with tqdm(total=total, unit="file", file=sys.stderr, disable=not sys.stderr.isatty()) as progress:
         docs = list(annotate(pipelines, groups, failures, progress, encoding))
