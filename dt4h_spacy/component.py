@@ -45,6 +45,7 @@ DEFAULT_CONFIG: Dict[str, Any] = {
     "labels": None,
     "orphan_i": "ignore",
     "overwrite_ents": False,
+    "threshold": 0.0,
     "batch_size": 32,
     "max_batch_subwords": 16384,
     "max_length": 512,
@@ -74,6 +75,7 @@ def make_dt4h_disease(
     labels: Optional[List[str]],
     orphan_i: str,
     overwrite_ents: bool,
+    threshold: float,
     batch_size: int,
     max_batch_subwords: Optional[int],
     max_length: int,
@@ -95,6 +97,7 @@ def make_dt4h_disease(
         labels=labels,
         orphan_i=orphan_i,
         overwrite_ents=overwrite_ents,
+        threshold=threshold,
         batch_size=batch_size,
         max_batch_subwords=max_batch_subwords,
         max_length=max_length,
@@ -123,6 +126,7 @@ class DiseaseRecognizer(Pipe):
         labels: Optional[Sequence[str]] = None,
         orphan_i: str = "ignore",
         overwrite_ents: bool = False,
+        threshold: float = 0.0,
         batch_size: int = 32,
         max_batch_subwords: Optional[int] = 16384,
         max_length: int = 512,
@@ -136,6 +140,8 @@ class DiseaseRecognizer(Pipe):
     ) -> None:
         if orphan_i not in ORPHAN_I_MODES:
             raise ValueError(f"orphan_i must be one of {ORPHAN_I_MODES}, got {orphan_i!r}.")
+        if not 0.0 <= threshold <= 1.0:
+            raise ValueError(f"threshold must be between 0 and 1 (a span._.dt4h_score), got {threshold}.")
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
         if max_batch_subwords is not None and max_batch_subwords < 1:
@@ -153,6 +159,7 @@ class DiseaseRecognizer(Pipe):
             "labels": list(labels) if labels else None,
             "orphan_i": orphan_i,
             "overwrite_ents": overwrite_ents,
+            "threshold": threshold,
             "batch_size": batch_size,
             "max_batch_subwords": max_batch_subwords,
             "max_length": max_length,
@@ -256,8 +263,10 @@ class DiseaseRecognizer(Pipe):
         tasks = [self._task_for(doc) for doc in docs]
         words = [word_tokens(doc) for doc in docs]
         texts = [word_texts(doc, w) for doc, w in zip(docs, words)]
+        threshold = self.cfg["threshold"]
         for doc, w, probs, task in zip(docs, words, tagger.predict(texts, tasks), tasks):
-            self._set_ents(doc, predicted_spans(doc, w, probs, tagger.schemes[task], self.cfg["orphan_i"]))
+            spans = predicted_spans(doc, w, probs, tagger.schemes[task], self.cfg["orphan_i"])
+            self._set_ents(doc, [span for span in spans if span._.dt4h_score >= threshold])
 
     def _task_for(self, doc: Doc) -> str:
         lang = doc._.dt4h_lang or doc.lang_

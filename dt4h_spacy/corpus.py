@@ -83,8 +83,10 @@ class Conversion:
     failures: List[Failure] = field(default_factory=list)
 
 
-def read_tsv_corpus(txt_dir: Path, mentions_tsv: Path, recursive: bool = False) -> Iterator[Union[AnnotatedText, Failure]]:
-    """A folder of ``.txt`` plus one mention TSV (MultiClinAI or DisTEMIST columns).
+def read_tsv_corpus(txt_dir: Path, mentions_tsv: Path, recursive: bool = False,
+                    encoding: str = "utf-8") -> Iterator[Union[AnnotatedText, Failure]]:
+    """A folder of ``.txt`` (decoded with ``encoding``) plus one mention TSV (MultiClinAI or
+    DisTEMIST columns), whose offsets index the decoded texts.
 
     The TSV's ``filename`` may carry ``.txt`` or not. Mentions of a file that is not in the
     folder are reported as a failure of that name, since they cannot be placed in any text.
@@ -96,7 +98,7 @@ def read_tsv_corpus(txt_dir: Path, mentions_tsv: Path, recursive: bool = False) 
         by_name[document_name(row.filename)].append(RawMention(row.start, row.end, row.label, row.text))
     paths, failures = find_txt_files(txt_dir, recursive)
     yield from failures
-    for item in read_documents(paths):
+    for item in read_documents(paths, encoding):
         if isinstance(item, Failure):
             yield item
             by_name.pop(document_name(item.path), None)  # lost with their file, already reported
@@ -129,11 +131,14 @@ def parse_brat(ann: str) -> Tuple[List[RawMention], Counter]:
     return mentions, dropped
 
 
-def read_brat_corpus(folder: Path, recursive: bool = False) -> Iterator[Union[AnnotatedText, Failure]]:
-    """brat standoff: each ``x.txt`` with its ``x.ann`` beside it (a missing ``.ann`` is a failure)."""
+def read_brat_corpus(folder: Path, recursive: bool = False, encoding: str = "utf-8") -> Iterator[Union[AnnotatedText, Failure]]:
+    """brat standoff: each ``x.txt`` with its ``x.ann`` beside it (a missing ``.ann`` is a failure).
+
+    ``encoding`` decodes the ``.txt`` files; ``.ann`` files are UTF-8, as brat writes them.
+    """
     paths, failures = find_txt_files(folder, recursive)
     yield from failures
-    for item in read_documents(paths):
+    for item in read_documents(paths, encoding):
         if isinstance(item, Failure):
             yield item
             continue

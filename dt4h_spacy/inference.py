@@ -17,7 +17,10 @@ from .windows import Window, encode_words, make_windows, plan_batches
 ROBERTA_LIKE = ("roberta", "xlm-roberta", "camembert", "xlm-roberta-xl")
 PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
+TOKENIZERS_PARALLELISM = "TOKENIZERS_PARALLELISM"
+
 _forked = False
+_set_for_fork = False
 
 
 def _note_fork() -> None:
@@ -25,9 +28,30 @@ def _note_fork() -> None:
     _forked = True
 
 
+def _before_fork() -> None:
+    """Tell the Rust tokenizers that forked workers tokenize alone, unless the user chose.
+
+    A child forked after the tokenizer used its thread pool otherwise prints "The current
+    process just got forked…" once per worker; the variable set before the fork silences it
+    and has the child tokenize on one thread, which is what it would fall back to anyway.
+    """
+    global _set_for_fork
+    if TOKENIZERS_PARALLELISM not in os.environ:
+        os.environ[TOKENIZERS_PARALLELISM] = "false"
+        _set_for_fork = True
+
+
+def _after_fork_in_parent() -> None:
+    """The parent keeps its parallel tokenizer: undo what :func:`_before_fork` set."""
+    global _set_for_fork
+    if _set_for_fork:
+        os.environ.pop(TOKENIZERS_PARALLELISM, None)
+        _set_for_fork = False
+
+
 # A child forked after torch used its OpenMP thread pool hangs in its first multi-threaded
 # op (GNU libgomp is not fork-safe), as in spaCy's nlp.pipe(n_process=k) on Linux.
-os.register_at_fork(after_in_child=_note_fork)
+os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_note_fork)
 
 
 def torch_device(name: str) -> torch.device:

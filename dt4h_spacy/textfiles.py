@@ -1,13 +1,15 @@
 """Reading folders of clinical ``.txt`` files and writing outputs atomically.
 
 Offsets in the MultiClinAI TSV index the characters of the file as stored, so texts are
-decoded as UTF-8 without newline translation (a CRLF file keeps its ``\\r``); only a leading
+decoded (UTF-8 unless the caller names another encoding, as hospital exports are often
+cp1252) without newline translation (a CRLF file keeps its ``\\r``); only a leading
 byte-order mark is dropped, because editors add it and it is not part of the text. One bad
 file must never cost the others: every per-file problem becomes a :class:`Failure` that the
 caller reports, and outputs are written to a temporary file that replaces the target only
 once complete, so an interrupted run never leaves a truncated file that looks finished.
 """
 
+import codecs
 import os
 import stat
 import tempfile
@@ -44,14 +46,20 @@ class UnreadableFile(Exception):
     """Raised by :func:`read_text` with the reason the file cannot be used."""
 
 
+def is_txt(name: str) -> bool:
+    """Whether a file name ends in ``.txt`` in any case: Windows exports write ``A.TXT``."""
+    return name.lower().endswith(TXT_SUFFIX)
+
+
 def document_name(path: Union[str, Path]) -> str:
-    """The TSV ``filename`` of a text file: its name without the ``.txt`` suffix."""
+    """The TSV ``filename`` of a text file: its name without the ``.txt`` (any case) suffix."""
     name = Path(path).name
-    return name[: -len(TXT_SUFFIX)] if name.endswith(TXT_SUFFIX) else name
+    return name[: -len(TXT_SUFFIX)] if is_txt(name) else name
 
 
 def find_txt_files(folder: Union[str, Path], recursive: bool = False) -> Tuple[List[Path], List[Failure]]:
-    """Every ``*.txt`` under ``folder`` that is not a directory, sorted by relative path.
+    """Every ``*.txt`` (any case) under ``folder`` that is not a directory, sorted by relative
+    path; or ``folder`` itself when it is one ``.txt`` file.
 
     Symlinked folders are not followed (no loops); a broken or looping link named ``*.txt``
     is returned so that reading it reports the problem instead of hiding the file. Folders
@@ -60,9 +68,12 @@ def find_txt_files(folder: Union[str, Path], recursive: bool = False) -> Tuple[L
     """
     root = Path(folder)
     if not root.exists():
-        raise FileNotFoundError(f"Input folder not found: {root}")
+        raise FileNotFoundError(f"Input not found: {root}")
     if not root.is_dir():
-        raise NotADirectoryError(f"Input is not a folder: {root}. Pass the folder that holds the .txt files.")
+        if is_txt(root.name):
+            return [root], []
+        raise NotADirectoryError(f"Input {root} is neither a .txt file nor a folder; pass a .txt file or the "
+                                 "folder that holds the .txt files.")
     failures: List[Failure] = []
     found: List[Path] = []
 
@@ -81,14 +92,24 @@ def find_txt_files(folder: Union[str, Path], recursive: bool = False) -> Tuple[L
     for dirpath, _, filenames in walker:
         for name in filenames:
             path = Path(dirpath, name)
-            if name.endswith(TXT_SUFFIX) and not path.is_dir():
+            if is_txt(name) and not path.is_dir():
                 found.append(path)
     found.sort(key=lambda p: p.relative_to(root).as_posix())
     return found, failures
 
 
-def read_text(path: Union[str, Path]) -> str:
-    """The file's text exactly as stored (UTF-8, newlines untouched), minus a leading BOM.
+def check_encoding(encoding: str) -> str:
+    """``encoding`` if Python can decode with it; a ``LookupError`` naming common ones otherwise."""
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise LookupError(f"unknown encoding {encoding!r}; use e.g. utf-8, cp1252 or latin-1.") from None
+    return encoding
+
+
+def read_text(path: Union[str, Path], encoding: str = "utf-8") -> str:
+    """The file's text exactly as stored (decoded with ``encoding``, newlines untouched),
+    minus a leading BOM.
 
     Raises :class:`UnreadableFile` naming the cause; a FIFO or device named ``*.txt`` is
     refused before opening because opening it could block forever.
@@ -103,17 +124,20 @@ def read_text(path: Union[str, Path]) -> str:
     except OSError as err:
         raise UnreadableFile(f"cannot read ({err.strerror or err})") from err
     try:
-        text = data.decode("utf-8")
+        text = data.decode(encoding)
     except UnicodeDecodeError as err:
+        utf8 = codecs.lookup(encoding).name == "utf-8"
+        way_out = ("pass --encoding cp1252 if it is a Windows/Latin-1 export, or re-save the file as UTF-8"
+                   if utf8 else "pass the encoding it was saved in with --encoding, or re-save the file as UTF-8")
         raise UnreadableFile(
-            f"not valid UTF-8 (byte 0x{data[err.start]:02x} at byte offset {err.start}); "
-            "re-save the file as UTF-8"
+            f"not valid {encoding.upper()} (byte 0x{data[err.start]:02x} at byte offset {err.start}); {way_out}"
         ) from err
     return text[1:] if text.startswith(BOM) else text
 
 
-def read_documents(paths: Iterable[Path]) -> Iterator[Union[Document, Failure]]:
-    """Read each path lazily, yielding a :class:`Document` or a :class:`Failure` per path.
+def read_documents(paths: Iterable[Path], encoding: str = "utf-8") -> Iterator[Union[Document, Failure]]:
+    """Read each path lazily (see :func:`read_text`), yielding a :class:`Document` or a
+    :class:`Failure` per path.
 
     Two files with the same name in different folders would be indistinguishable in the TSV,
     so every later one is a failure rather than silently merged with the first.
@@ -126,7 +150,7 @@ def read_documents(paths: Iterable[Path]) -> Iterator[Union[Document, Failure]]:
             continue
         seen[name] = path
         try:
-            yield Document(name, path, read_text(path))
+            yield Document(name, path, read_text(path, encoding))
         except UnreadableFile as err:
             yield Failure(path, str(err))
 

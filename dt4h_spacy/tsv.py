@@ -12,13 +12,14 @@ for every reader, so we do not rely on it.)
 """
 
 import csv
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 from .textfiles import atomic_write
 
 COLUMNS = ("filename", "label", "start_span", "end_span", "text")
+SCORE_COLUMN = "score"  # optional, after text: readers that find columns by name ignore it
 
 # Other corpora of the same family name the columns differently (DisTEMIST: off0/off1/span).
 COLUMN_ALIASES: Mapping[str, str] = {"off0": "start_span", "off1": "end_span", "span": "text"}
@@ -32,13 +33,18 @@ class TSVError(ValueError):
 
 @dataclass(frozen=True)
 class Mention:
-    """One row of a MultiClinAI TSV. ``start``/``end`` are character offsets, end exclusive."""
+    """One row of a MultiClinAI TSV. ``start``/``end`` are character offsets, end exclusive.
+
+    ``score`` (the model's confidence, if known) is written only on request and is no part
+    of a mention's identity.
+    """
 
     filename: str
     label: str
     start: int
     end: int
     text: str
+    score: Optional[float] = field(default=None, compare=False)
 
     @property
     def key(self) -> Tuple[str, str, int, int]:
@@ -146,13 +152,19 @@ def format_rows(columns: Sequence[str], rows: Iterable[Sequence[object]]) -> str
     return "\n".join(lines) + "\n"
 
 
-def format_mentions(mentions: Iterable[Mention]) -> str:
-    """The TSV text for ``mentions`` (header included), in the order given."""
-    return format_rows(COLUMNS, ((m.filename, m.label, m.start, m.end, m.text) for m in mentions))
+def format_mentions(mentions: Iterable[Mention], with_scores: bool = False) -> str:
+    """The TSV text for ``mentions`` (header included), in the order given; ``with_scores``
+    adds a ``score`` column (4 decimals, empty when unknown) after ``text``."""
+    if not with_scores:
+        return format_rows(COLUMNS, ((m.filename, m.label, m.start, m.end, m.text) for m in mentions))
+    return format_rows(
+        (*COLUMNS, SCORE_COLUMN),
+        ((m.filename, m.label, m.start, m.end, m.text, "" if m.score is None else f"{m.score:.4f}") for m in mentions),
+    )
 
 
-def write_mentions(path: Union[str, Path], mentions: Iterable[Mention]) -> None:
+def write_mentions(path: Union[str, Path], mentions: Iterable[Mention], with_scores: bool = False) -> None:
     """Write ``mentions`` sorted by filename then start, atomically (see :func:`atomic_write`)."""
-    text = format_mentions(sorted(mentions, key=sort_key))
+    text = format_mentions(sorted(mentions, key=sort_key), with_scores)
     with atomic_write(path) as handle:
         handle.write(text)

@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import List
 
 import spacy
+from tqdm import tqdm
 
+from dt4h_spacy.batch import annotate, group_by_language, served_languages
 from dt4h_spacy.evaluate import evaluate, format_table
 from dt4h_spacy.textfiles import document_name, find_txt_files
 from dt4h_spacy.tsv import Mention, read_mentions, write_mentions
-from dt4h_spacy.visualize import annotate_files
 
 
 def main() -> int:
@@ -37,13 +38,18 @@ def main() -> int:
     if not pipelines:
         parser.error(f"no pipelines (folders with config.cfg) in {args.pipelines}")
     paths, failures = find_txt_files(args.texts, recursive=True)
+    groups, unrouted = group_by_language(paths, "auto")
+    failures += unrouted
     predicted: List[Mention] = []
     for path in pipelines:
-        docs, _ = annotate_files(spacy.load(path), paths, "auto", failures)
+        nlp = spacy.load(path)
+        served = served_languages(nlp)
+        own = {lang: files for lang, files in groups.items() if files and (served is None or lang in served)}
+        docs = list(annotate(dict.fromkeys(own, nlp), own, failures, tqdm(disable=True)))
         predicted.extend(Mention(name, e.label_, e.start_char, e.end_char, e.text) for name, doc in docs for e in doc.ents)
         print(f"{path.name}: {len(docs)} documents annotated")
         annotated = {name for name, _ in docs}
-        paths = [txt for txt in paths if document_name(txt) not in annotated]
+        groups = {lang: [txt for txt in files if document_name(txt) not in annotated] for lang, files in groups.items()}
     for failure in failures:
         print(f"error: skipped {failure}", file=sys.stderr)
     result = evaluate(read_mentions(args.gold), predicted, args.entity)

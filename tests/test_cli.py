@@ -9,13 +9,16 @@ from pathlib import Path
 
 import pytest
 import spacy
+import torch
 from typer.testing import CliRunner
 
-from dt4h_spacy import cli
+import dt4h_spacy
+from dt4h_spacy import batch
 from dt4h_spacy.cli import app
 from dt4h_spacy.evaluate import evaluate_files
 from dt4h_spacy.filenames import lang_from_filename
-from dt4h_spacy.textfiles import Document, Failure, find_txt_files, read_documents, read_text
+from dt4h_spacy.batch import normalize_lang
+from dt4h_spacy.textfiles import Document, Failure, document_name, find_txt_files, read_documents, read_text
 from dt4h_spacy.tsv import Mention, format_mentions, read_mentions
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -76,12 +79,16 @@ def test_find_txt_files_survives_symlink_loops_and_reports_broken_links(tmp_path
     assert [r.reason.split(" (")[0] for r in results[1:]] == ["cannot read", "cannot read"]
 
 
-def test_missing_input_folder_raises(tmp_path):
-    with pytest.raises(FileNotFoundError, match="Input folder not found"):
+def test_input_is_a_txt_file_or_a_folder_and_txt_matches_in_any_case(tmp_path):
+    with pytest.raises(FileNotFoundError, match="Input not found"):
         find_txt_files(tmp_path / "nope")
     (tmp_path / "file").write_text("x")
-    with pytest.raises(NotADirectoryError, match="not a folder"):
+    with pytest.raises(NotADirectoryError, match="neither a .txt file nor a folder"):
         find_txt_files(tmp_path / "file")
+    (tmp_path / "A.TXT").write_text("x")
+    assert find_txt_files(tmp_path / "A.TXT") == ([tmp_path / "A.TXT"], [])
+    assert find_txt_files(tmp_path) == ([tmp_path / "A.TXT"], [])
+    assert document_name(tmp_path / "A.TXT") == "A"
 
 
 def test_read_text_keeps_line_endings_and_drops_the_bom(tmp_path):
@@ -94,7 +101,8 @@ def test_undecodable_and_special_files_fail_with_reasons(tmp_path):
     os.mkfifo(tmp_path / "pipe.txt")
     results = list(read_documents([tmp_path / "latin1.txt", tmp_path / "pipe.txt"]))
     assert [str(r) for r in results] == [
-        f"{tmp_path / 'latin1.txt'}: not valid UTF-8 (byte 0xf1 at byte offset 19); re-save the file as UTF-8",
+        f"{tmp_path / 'latin1.txt'}: not valid UTF-8 (byte 0xf1 at byte offset 19); pass --encoding cp1252 if it is "
+        "a Windows/Latin-1 export, or re-save the file as UTF-8",
         f"{tmp_path / 'pipe.txt'}: not a regular file",
     ]
 
@@ -112,8 +120,8 @@ def test_same_document_name_in_two_folders_is_a_failure(tmp_path):
 # ------------------------------------------------------------------------- predict
 
 
-def expected_rows(make_nlp, folder, lang=None):
-    """What the Python component gives for each readable text, as TSV rows."""
+def expected_rows(make_nlp, folder, lang=None, **config):
+    """What the Python component gives for each readable text, as TSV rows (with scores)."""
     rows = []
     pipelines = {}
     for path in sorted(folder.glob("*.txt")):
@@ -122,9 +130,9 @@ def expected_rows(make_nlp, folder, lang=None):
         except Exception:
             continue
         doc_lang = lang or lang_from_filename(path.name)
-        nlp = pipelines.setdefault(doc_lang, make_nlp(doc_lang))
+        nlp = pipelines.setdefault(doc_lang, make_nlp(doc_lang, **config))
         doc = nlp(text)
-        rows += [Mention(path.name[:-4], e.label_, e.start_char, e.end_char, e.text) for e in doc.ents]
+        rows += [Mention(path.name[:-4], e.label_, e.start_char, e.end_char, e.text, e._.dt4h_score) for e in doc.ents]
     return sorted(rows, key=lambda m: (m.filename, m.start, m.end))
 
 
@@ -170,20 +178,158 @@ def test_predict_with_a_saved_pipeline_and_explicit_language(tmp_path, make_nlp)
     assert read_mentions(out) == expected_rows(make_nlp, folder, lang="es")
 
 
-def test_predict_auto_refuses_names_without_language_before_loading_anything(tmp_path):
+@pytest.fixture
+def mixed_folder(tmp_path):
+    """A Spanish file, one whose name carries no language, one in a language the model lacks."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "MultiClinNER-es-test-disease-1.txt").write_text("Paciente con diabetes mellitus y asma.")
+    (folder / "nota.txt").write_text("asma")
+    (folder / "MultiClinNER-en-test-disease-1.txt").write_text("asthma")
+    return folder
+
+
+NO_LANGUAGE = ("nota.txt: --lang auto needs a MultiClinNER name like MultiClinNER-es-test-disease-00019.txt; "
+               "pass the language, e.g. --lang es")
+NO_HEAD = ("MultiClinNER-en-test-disease-1.txt: the model has no head for language 'en' (it serves es, it, ro); "
+           "pass --lang with one of them to annotate it anyway")
+
+
+@pytest.mark.parametrize("command, output", [("predict", "out.tsv"), ("visualize", "page.html")])
+def test_auto_reports_files_without_language_or_head_and_processes_the_rest(
+        command, output, mixed_folder, tmp_path, tiny_checkpoint, tiny_base_model, make_nlp):
+    result = run(command, mixed_folder, tmp_path / output, "--checkpoint", tiny_checkpoint,
+                 "--base-model", tiny_base_model)
+    assert result.exit_code == 1, result.output
+    assert f"error: skipped {mixed_folder / NO_LANGUAGE}" in result.stderr
+    assert f"error: skipped {mixed_folder / NO_HEAD}" in result.stderr
+    assert result.stderr.count("error: skipped") == 2
+    if command == "predict":
+        assert "1 files read, 2 failed" in result.stdout
+        expected = [r for r in expected_rows(make_nlp, mixed_folder, lang="es") if r.filename.startswith("MultiClinNER-es")]
+        assert read_mentions(tmp_path / output) == expected
+    else:
+        assert "1 documents" in result.stdout and (tmp_path / output).exists()
+
+
+def test_auto_loads_no_model_when_no_file_carries_a_language(tmp_path):
     (tmp_path / "nota.txt").write_text("asma")
-    result = run("predict", tmp_path, tmp_path / "out.tsv", "--checkpoint", tmp_path / "missing.pt")
-    assert result.exit_code == 2
-    assert "1 file(s) carry no language: nota.txt" in result.output and "--lang es" in result.output
-    assert not (tmp_path / "out.tsv").exists()
+    result = run("predict", tmp_path, tmp_path / "out" / "out.tsv", "--checkpoint", tmp_path / "missing.pt")
+    assert result.exit_code == 1 and NO_LANGUAGE in result.stderr and "missing.pt" not in result.output
+    assert read_mentions(tmp_path / "out" / "out.tsv") == []
 
 
-def test_predict_refuses_a_language_the_model_has_no_head_for(tmp_path, tiny_checkpoint, tiny_base_model):
-    (tmp_path / "MultiClinNER-en-test-disease-1.txt").write_text("asthma")
-    result = run("predict", tmp_path, tmp_path / "out.tsv", "--checkpoint", tiny_checkpoint,
+@pytest.mark.parametrize("command", ["predict", "visualize"])
+def test_an_explicit_language_the_model_has_no_head_for_is_an_option_error(command, tmp_path, tiny_checkpoint,
+                                                                            tiny_base_model):
+    (tmp_path / "note.txt").write_text("asthma")
+    result = run(command, tmp_path, tmp_path / "out", "--lang", "EN", "--checkpoint", tiny_checkpoint,
                  "--base-model", tiny_base_model)
     assert result.exit_code == 2
     assert "no head for language 'en'; it serves es, it, ro" in result.output
+
+
+@pytest.mark.parametrize("value", ["es", "ES", "es_ES", "es-ES", " Es-es "])
+def test_lang_is_normalised_as_spacy_and_hugging_face_users_write_it(value):
+    assert normalize_lang(value) == "es"
+    assert normalize_lang("AUTO") == "auto"
+
+
+def test_predict_reads_one_file_in_any_case_creates_the_output_folder_and_warns_on_a_contradicting_lang(
+        tmp_path, tiny_checkpoint, tiny_base_model, make_nlp):
+    source = tmp_path / "MultiClinNER-es-test-disease-7.TXT"
+    source.write_text("Paciente con diabetes mellitus y asma.")
+    out = tmp_path / "new" / "sub" / "out.tsv"
+    result = run("predict", source, out, "--lang", "it_IT", "--checkpoint", tiny_checkpoint,
+                 "--base-model", tiny_base_model)
+    assert result.exit_code == 0, result.output
+    assert ("warning: --lang it, but 1 file(s) are named as es: MultiClinNER-es-test-disease-7.TXT; they are "
+            "annotated as it") in result.stderr
+    doc = make_nlp("it")(read_text(source))
+    assert read_mentions(out) == [Mention("MultiClinNER-es-test-disease-7", e.label_, e.start_char, e.end_char, e.text)
+                                  for e in doc.ents]
+    assert "1 files read, 0 failed" in result.stdout
+
+
+def test_encoding_decodes_hospital_exports_and_names_the_way_out(tmp_path, tiny_checkpoint, tiny_base_model,
+                                                                  make_nlp):
+    text = "Paciente de 54 años con neumonía y diabetes."
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "MultiClinNER-es-test-disease-1.txt").write_bytes(text.encode("cp1252"))
+    args = ("predict", tmp_path / "in", tmp_path / "out.tsv", "--checkpoint", tiny_checkpoint,
+            "--base-model", tiny_base_model)
+    refused = run(*args)
+    assert refused.exit_code == 1
+    assert "not valid UTF-8 (byte 0xf1 at byte offset 16); pass --encoding cp1252" in refused.stderr
+    result = run(*args, "--encoding", "cp1252")
+    assert result.exit_code == 0, result.output
+    rows = read_mentions(tmp_path / "out.tsv")
+    assert rows == [Mention("MultiClinNER-es-test-disease-1", e.label_, e.start_char, e.end_char, e.text)
+                    for e in make_nlp("es")(text).ents]
+    assert all(text[r.start:r.end] == r.text for r in rows)
+    assert run(*args, "--encoding", "klingon").exit_code == 2
+
+
+def test_min_score_and_with_scores(tmp_path, tiny_checkpoint, tiny_base_model, make_nlp, corpus):
+    args = ("predict", corpus, tmp_path / "all.tsv", "--checkpoint", tiny_checkpoint, "--base-model", tiny_base_model,
+            "--with-scores")
+    assert run(*args).exit_code == 1  # the corpus holds one undecodable file
+    lines = (tmp_path / "all.tsv").read_text(encoding="utf-8").splitlines()
+    assert lines[0] == HEADER.rstrip("\n") + "\tscore"
+    rows = read_mentions(tmp_path / "all.tsv")  # columns found by header name: the score column is ignored
+    expected = expected_rows(make_nlp, corpus)
+    assert rows == expected
+    assert [line.split("\t")[-1] for line in lines[1:]] == [f"{m.score:.4f}" for m in expected]
+    assert json.loads(run("evaluate", tmp_path / "all.tsv", tmp_path / "all.tsv").stdout)["strict"]["f1"] == 1.0
+
+    threshold = sorted(m.score for m in expected)[len(expected) // 2]
+    result = run("predict", corpus, tmp_path / "kept.tsv", "--checkpoint", tiny_checkpoint,
+                 "--base-model", tiny_base_model, "--min-score", threshold)
+    assert result.exit_code == 1
+    kept = read_mentions(tmp_path / "kept.tsv")
+    assert kept == expected_rows(make_nlp, corpus, threshold=threshold)
+    assert 0 < len(kept) < len(rows)
+    assert run("predict", corpus, tmp_path / "x.tsv", "--min-score", "1.5").exit_code == 2
+
+
+def test_speed_options_reach_the_component(tmp_path, corpus, tiny_checkpoint, tiny_base_model, make_nlp):
+    threads = torch.get_num_threads()
+    try:
+        result = run("predict", corpus, tmp_path / "int8.tsv", "--checkpoint", tiny_checkpoint,
+                     "--base-model", tiny_base_model, "--quantize", "--threads", 1)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
+    assert result.exit_code == 1, result.output
+    rows = []
+    for lang in ("es", "it", "ro"):
+        nlp = make_nlp(lang, quantize=True)
+        for path in sorted(corpus.glob(f"MultiClinNER-{lang}-*.txt")):
+            if b"\xff" not in path.read_bytes():
+                rows += [Mention(path.name[:-4], e.label_, e.start_char, e.end_char, e.text)
+                         for e in nlp(read_text(path)).ents]
+    assert read_mentions(tmp_path / "int8.tsv") == sorted(rows, key=lambda m: (m.filename, m.start, m.end))
+    refused = run("predict", corpus, tmp_path / "fp16.tsv", "--checkpoint", tiny_checkpoint,
+                  "--base-model", tiny_base_model, "--precision", "fp16")
+    assert refused.exit_code == 2 and "precision='fp16' needs a CUDA device" in refused.stderr
+
+
+def test_predict_n_process_gives_the_same_rows_without_the_tokenizers_fork_warning(tmp_path, corpus, tiny_checkpoint,
+                                                                                   tiny_base_model, make_nlp):
+    """In its own process: spaCy forks the workers, which must not happen inside the test runner."""
+    env = {k: v for k, v in os.environ.items() if k != "TOKENIZERS_PARALLELISM"}
+    command = [sys.executable, "-m", "dt4h_spacy", "predict", str(corpus), str(tmp_path / "out.tsv"),
+               "--checkpoint", str(tiny_checkpoint), "--base-model", str(tiny_base_model), "--n-process", "2",
+               "--batch-size", "2"]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 1, result.stderr  # the corpus holds one undecodable file
+    assert "huggingface/tokenizers" not in result.stderr  # the fork warning of older tokenizers releases
+    assert read_mentions(tmp_path / "out.tsv") == expected_rows(make_nlp, corpus)
+
+
+def test_version():
+    result = run("--version")
+    assert result.exit_code == 0 and result.stdout == f"dt4h-spacy {dt4h_spacy.__version__}\n"
 
 
 @pytest.mark.parametrize("extra, message", [
@@ -210,14 +356,14 @@ def test_predict_missing_checkpoint_is_a_clear_error(tmp_path, tiny_base_model):
 
 
 def test_interrupted_predict_leaves_no_output(corpus, tmp_path, tiny_checkpoint, tiny_base_model, monkeypatch):
-    real = cli.read_documents
+    real = batch.read_documents
 
-    def interrupted(paths):
-        items = real(paths)
+    def interrupted(paths, encoding):
+        items = real(paths, encoding)
         yield next(items)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "read_documents", interrupted)
+    monkeypatch.setattr(batch, "read_documents", interrupted)
     result = run("predict", corpus, tmp_path / "out.tsv", "--checkpoint", tiny_checkpoint,
                  "--base-model", tiny_base_model)
     assert result.exit_code != 0
@@ -323,6 +469,19 @@ def test_convert_examples(tmp_path):
     assert [e.text for d in docs for e in d.ents] == ["cirrosi epatica", "epatite\u00a0C cronica", "splenomegalia",
                                                        "scompenso cardiaco congestizio", "insufficienza renale cronica",
                                                        "carcinoma mammario"]
+
+
+def test_convert_decodes_the_texts_with_the_encoding_given(tmp_path):
+    folder = tmp_path / "txt"
+    folder.mkdir()
+    (folder / "MultiClinNER-es-train-disease-1.txt").write_bytes("Niño con neumonía.".encode("cp1252"))
+    (tmp_path / "m.tsv").write_text(HEADER + "MultiClinNER-es-train-disease-1\tDISEASE\t9\t17\tneumonía\n")
+    refused = run("convert", folder, tmp_path / "out", "--mentions", tmp_path / "m.tsv")
+    assert refused.exit_code == 1 and "not valid UTF-8 (byte 0xf1 at byte offset 2); pass --encoding cp1252" in refused.stderr
+    result = run("convert", folder, tmp_path / "out", "--mentions", tmp_path / "m.tsv", "--encoding", "cp1252")
+    assert result.exit_code == 0, result.output
+    docs = list(spacy.tokens.DocBin().from_disk(tmp_path / "out" / "es.spacy").get_docs(spacy.blank("es").vocab))
+    assert [e.text for e in docs[0].ents] == ["neumonía"]
 
 
 def test_convert_reports_snapped_and_failed(tmp_path):

@@ -258,3 +258,19 @@ def test_line_break_inside_a_trained_entity_splits_it(make_nlp, trained_checkpoi
 def test_span_extension_is_registered():
     assert Span.has_extension("dt4h_score")
     assert spacy.tokens.Doc.has_extension("dt4h_lang")
+
+
+def test_threshold_drops_spans_scored_below_it(make_nlp):
+    text = "Paciente con miocarditis aguda y fibrilación auricular.\nDiabetes mellitus tipo 2 e hipertensión."
+    scores = sorted(e._.dt4h_score for e in make_nlp("es")(text).ents)
+    assert len(scores) >= 2, "the tiny random model tags several spans here, so the threshold is tested"
+    threshold = scores[len(scores) // 2]
+    kept = make_nlp("es", threshold=threshold)(text).ents
+    assert sorted(e._.dt4h_score for e in kept) == pytest.approx([s for s in scores if s >= threshold])
+    assert 0 < len(kept) < len(scores)
+
+
+@pytest.mark.parametrize("threshold", [-0.1, 1.5])
+def test_threshold_outside_zero_to_one_is_refused_at_add_pipe(make_nlp, threshold):
+    with pytest.raises(ValueError, match=f"threshold must be between 0 and 1 .*got {threshold}"):
+        make_nlp("es", threshold=threshold)

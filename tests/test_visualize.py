@@ -7,9 +7,13 @@ from pathlib import Path
 from typing import List, Tuple
 
 import pytest
+import spacy
+from spacy import displacy
+from spacy.tokens import Span
 from typer.testing import CliRunner
 
 from dt4h_spacy.cli import app
+from dt4h_spacy.colors import DISPLACY_COLORS
 
 CHROMIUM = Path("/usr/bin/chromium")
 
@@ -94,7 +98,8 @@ def test_one_section_per_document_with_its_name_and_its_mentions_marked(page_fil
     assert parse(html).sections == EXPECTED
 
 
-def test_documents_in_a_language_the_pipeline_does_not_serve_are_skipped(tmp_path, make_nlp, trained_checkpoint):
+def test_documents_in_a_language_the_pipeline_does_not_serve_are_reported_and_skipped(tmp_path, make_nlp,
+                                                                                     trained_checkpoint):
     nlp = make_nlp("es", checkpoint=trained_checkpoint, tasks={"es": "disease_es_ner"})
     nlp.to_disk(tmp_path / "pipeline")
     (tmp_path / "texts").mkdir()
@@ -102,9 +107,28 @@ def test_documents_in_a_language_the_pipeline_does_not_serve_are_skipped(tmp_pat
         (tmp_path / "texts" / f"{name}.txt").write_text(text, encoding="utf-8")
     result = CliRunner().invoke(app, ["visualize", str(tmp_path / "texts"), str(tmp_path / "es.html"),
                                       "--model", str(tmp_path / "pipeline")])
-    assert result.exit_code == 0, result.output
-    assert "1 skipped (language not served)" in result.output
+    assert result.exit_code == 1, result.output
+    assert ("MultiClinNER-ro-dev-disease-00001.txt: the model has no head for language 'ro' (it serves es)"
+            in result.stderr)
     assert parse((tmp_path / "es.html").read_text(encoding="utf-8")).sections == EXPECTED[:3]
+
+
+def test_visualize_takes_a_checkpoint_and_one_file(tmp_path, trained_checkpoint, tiny_base_model):
+    source = tmp_path / "nota.TXT"
+    source.write_text(TEXTS["MultiClinNER-ro-dev-disease-00001"], encoding="utf-8")
+    result = CliRunner().invoke(app, ["visualize", str(source), str(tmp_path / "new" / "page.html"), "--lang", "RO",
+                                      "--checkpoint", str(trained_checkpoint), "--base-model", str(tiny_base_model)])
+    assert result.exit_code == 0, result.output
+    assert parse((tmp_path / "new" / "page.html").read_text(encoding="utf-8")).sections == [("nota", ["pneumonie acut"])]
+
+
+def test_displacy_colours_are_registered_for_python_and_used_by_the_page(page_file):
+    nlp = spacy.blank("es")
+    doc = nlp("el paciente presenta miocarditis y dolor")
+    doc.ents = [Span(doc, 3, 4, label="DISEASE"), Span(doc, 5, 6, label="SYMPTOM")]
+    html = displacy.render(doc, style="ent")  # no colours passed: they come from the entry point
+    assert DISPLACY_COLORS["DISEASE"] in html and DISPLACY_COLORS["SYMPTOM"] in html
+    assert f"background: {DISPLACY_COLORS['DISEASE']}" in page_file.read_text(encoding="utf-8")
 
 
 def test_an_unloadable_model_is_exit_code_2(tmp_path):
