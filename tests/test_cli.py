@@ -280,7 +280,7 @@ def test_min_score_and_with_scores(tmp_path, tiny_checkpoint, tiny_base_model, m
     expected = expected_rows(make_nlp, corpus)
     assert rows == expected
     assert [line.split("\t")[-1] for line in lines[1:]] == [f"{m.score:.4f}" for m in expected]
-    assert json.loads(run("evaluate", tmp_path / "all.tsv", tmp_path / "all.tsv").stdout)["strict"]["f1"] == 1.0
+    assert json.loads(run("evaluate", tmp_path / "all.tsv", tmp_path / "all.tsv", "--json").stdout)["strict"]["f1"] == 1.0
 
     threshold = sorted(m.score for m in expected)[len(expected) // 2]
     result = run("predict", corpus, tmp_path / "kept.tsv", "--checkpoint", tiny_checkpoint,

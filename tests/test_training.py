@@ -281,7 +281,7 @@ def test_a_training_folder_passed_as_a_model_or_checkpoint_gets_the_path_to_pass
     pipeline = output / "pipelines" / "disease_es_ner"
     refused = CliRunner().invoke(app, [*checkpoint, str(pipeline)])
     assert refused.exit_code == 2 and f"--model {pipeline}" in refused.output and "spacy.load" in refused.output
-    for command in (predict, ["visualize", str(texts), str(tmp_path / "page.html")]):
+    for command in (predict, ["visualize", str(texts), str(tmp_path / "page.html"), "--lang", "es"]):
         refused = CliRunner().invoke(app, [*command, "--model", str(output)])
         assert refused.exit_code == 2 and "E053" not in refused.output, refused.output
         assert "is not a saved spaCy pipeline" in refused.output and str(pipeline) in refused.output
