@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any, Iterator, List, Optional
 
 import typer
+from spacy.tokens import Doc
 from tqdm import tqdm
 
 from . import __version__
@@ -36,6 +37,7 @@ from .batch import (
     prepare_output,
     report_failures,
 )
+from .component import COMPAT_MODES
 from .corpus import build_docbins, read_brat_corpus, read_iob_csv, read_tsv_corpus, write_docbins
 from .errors import EvaluationError
 from .evaluate import evaluate, format_table, strict_errors
@@ -73,6 +75,7 @@ def _main(version: Annotated[bool, typer.Option(
 
 
 Precision = Enum("Precision", {name: name for name in PRECISIONS}, type=str)  # the component's precisions
+Compat = Enum("Compat", {name: name for name in COMPAT_MODES}, type=str)  # the component's reading modes
 
 
 @app.command("predict")
@@ -100,6 +103,9 @@ def predict_command(
         "--threads", min=1, help="torch threads in this process. Default: torch's.", show_default=False)] = None,
     n_process: Annotated[int, typer.Option(
         "--n-process", min=1, help="Worker processes (spaCy's nlp.pipe n_process); each runs torch on one thread.")] = 1,
+    compat: Annotated[Compat, typer.Option(
+        "--compat", help="words: label spaCy's tokens (default). authors: the authors' published script, "
+                         "exactly (raw text, its windows and vote; mentions may cross lines).")] = Compat.words,
     recursive: RecursiveOption = False,
     quiet: QuietOption = False,
 ) -> None:
@@ -113,7 +119,7 @@ def predict_command(
     groups, failures, total = find_inputs(source, lang, recursive)
     prepare_output(output)
     settings = {"batch_size": batch_size, "device": device, "threshold": min_score, "quantize": quantize,
-                "precision": precision.value, "num_threads": threads}
+                "precision": precision.value, "num_threads": threads, "compat": compat.value}
     pipelines = load_pipelines(groups, lang, model, checkpoint, base_model, settings, failures)
 
     mentions: List[Mention] = []
@@ -122,8 +128,7 @@ def predict_command(
         with tqdm(total=total, unit="file", file=sys.stderr, disable=quiet or not sys.stderr.isatty()) as progress:
             for name, doc in annotate(pipelines, groups, failures, progress, encoding, batch_size, n_process):
                 read += 1
-                mentions.extend(Mention(name, ent.label_, ent.start_char, ent.end_char, ent.text, ent._.dt4h_score)
-                                for ent in doc.ents)
+                mentions.extend(doc_mentions(name, doc, compat.value))
         report_failures(failures)
         try:
             write_mentions(output, mentions, with_scores)
@@ -137,6 +142,17 @@ def predict_command(
         typer.echo(f"{read} files read, {len(failures)} failed, {len(mentions)} mentions written to {output}")
     if failures:
         raise typer.Exit(1)
+
+
+def doc_mentions(name: str, doc: Doc, compat: str) -> Iterator[Mention]:
+    """The TSV rows of an annotated doc: its ``doc.ents``, or with ``compat="authors"`` the
+    exact character offsets the authors' script gives (``doc._.dt4h_chars``)."""
+    if compat == "authors":
+        for start, end, label, score in doc._.dt4h_chars or ():
+            yield Mention(name, label, start, end, doc.text[start:end], score)
+        return
+    for ent in doc.ents:
+        yield Mention(name, ent.label_, ent.start_char, ent.end_char, ent.text, ent._.dt4h_score)
 
 
 # -------------------------------------------------------------------------- evaluate

@@ -1,14 +1,16 @@
 """The ``dt4h_disease`` spaCy component.
 
 It reads a doc's non-whitespace tokens as words, routes the doc to the head of its
-language (``doc._.dt4h_lang`` or ``doc.lang_``), and writes ``doc.ents``. The network is
-loaded lazily, on first use or ``nlp.initialize()``, so ``spacy.load`` of a saved pipeline
-never touches the original checkpoint, the base model or the network.
+language (``doc._.dt4h_lang`` or ``doc.lang_``), and writes ``doc.ents``; with
+``compat="authors"`` it reads the raw text as the authors' script does (:mod:`.authors`).
+The network is loaded lazily, on first use or ``nlp.initialize()``, so ``spacy.load`` of a
+saved pipeline never touches the original checkpoint, the base model or the network.
 """
 
 import shutil
 import tempfile
 import threading
+from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Union
 
@@ -17,9 +19,10 @@ import srsly
 from spacy.language import Language
 from spacy.pipeline import Pipe
 from spacy.tokens import Doc, Span
-from spacy.util import minibatch
+from spacy.util import filter_spans, minibatch
 from transformers import AutoConfig, AutoTokenizer
 
+from .authors import CharEntity, authors_entities
 from .checkpoint import load_checkpoint_file, resolve_checkpoint, save_checkpoint
 from .decoding import ORPHAN_I_MODES
 from .errors import CheckpointError
@@ -33,7 +36,9 @@ DEFAULT_CHECKPOINT = "BSC-NLP4BIA/DT4H_XLM-R_mtl_es-it-ro_disease"
 DEFAULT_BASE_MODEL = "FacebookAI/xlm-roberta-base"
 WEIGHTS_FILE = "model.safetensors"
 
-for _cls, _attr in ((Doc, "dt4h_lang"), (Span, "dt4h_score")):
+COMPAT_MODES = ("words", "authors")
+
+for _cls, _attr in ((Doc, "dt4h_lang"), (Doc, "dt4h_chars"), (Span, "dt4h_score")):
     if not _cls.has_extension(_attr):
         _cls.set_extension(_attr, default=None)
 
@@ -44,6 +49,7 @@ DEFAULT_CONFIG: Dict[str, Any] = {
     "tasks": None,
     "labels": None,
     "orphan_i": "ignore",
+    "compat": "words",
     "overwrite_ents": False,
     "threshold": 0.0,
     "batch_size": 32,
@@ -61,7 +67,7 @@ DEFAULT_CONFIG: Dict[str, Any] = {
 
 @Language.factory(
     "dt4h_disease",
-    assigns=["doc.ents", "token.ent_iob", "token.ent_type", "span._.dt4h_score"],
+    assigns=["doc.ents", "token.ent_iob", "token.ent_type", "span._.dt4h_score", "doc._.dt4h_chars"],
     default_config=DEFAULT_CONFIG,
     default_score_weights={"ents_f": 1.0, "ents_p": 0.0, "ents_r": 0.0, "ents_per_type": None},
 )
@@ -74,6 +80,7 @@ def make_dt4h_disease(
     tasks: Optional[Dict[str, str]],
     labels: Optional[List[str]],
     orphan_i: str,
+    compat: str,
     overwrite_ents: bool,
     threshold: float,
     batch_size: int,
@@ -96,6 +103,7 @@ def make_dt4h_disease(
         tasks=tasks,
         labels=labels,
         orphan_i=orphan_i,
+        compat=compat,
         overwrite_ents=overwrite_ents,
         threshold=threshold,
         batch_size=batch_size,
@@ -125,6 +133,7 @@ class DiseaseRecognizer(Pipe):
         tasks: Optional[Dict[str, str]] = None,
         labels: Optional[Sequence[str]] = None,
         orphan_i: str = "ignore",
+        compat: str = "words",
         overwrite_ents: bool = False,
         threshold: float = 0.0,
         batch_size: int = 32,
@@ -140,6 +149,13 @@ class DiseaseRecognizer(Pipe):
     ) -> None:
         if orphan_i not in ORPHAN_I_MODES:
             raise ValueError(f"orphan_i must be one of {ORPHAN_I_MODES}, got {orphan_i!r}.")
+        if compat not in COMPAT_MODES:
+            raise ValueError(f"compat must be one of {COMPAT_MODES}, got {compat!r}.")
+        if compat == "authors" and orphan_i != "ignore":
+            raise ValueError(
+                "compat='authors' reads BIO as the authors' script does (orphan_i='ignore'); "
+                f"drop orphan_i={orphan_i!r} or use compat='words'."
+            )
         if not 0.0 <= threshold <= 1.0:
             raise ValueError(f"threshold must be between 0 and 1 (a span._.dt4h_score), got {threshold}.")
         if batch_size < 1:
@@ -158,6 +174,7 @@ class DiseaseRecognizer(Pipe):
             "tasks": dict(tasks) if tasks else None,
             "labels": list(labels) if labels else None,
             "orphan_i": orphan_i,
+            "compat": compat,
             "overwrite_ents": overwrite_ents,
             "threshold": threshold,
             "batch_size": batch_size,
@@ -171,6 +188,10 @@ class DiseaseRecognizer(Pipe):
             "allow_unsafe_pickle": allow_unsafe_pickle,
         }
         self.scorer = scorer
+        # compat="authors": entities seen, and how many were widened to token boundaries or
+        # left out of doc.ents for overlapping a longer one (their exact offsets stay in
+        # doc._.dt4h_chars either way).
+        self.alignment: Counter = Counter()
         self._tagger: Optional[WordTagger] = None
         self._routes: Dict[str, str] = {}
         self._lock = threading.Lock()
@@ -261,12 +282,40 @@ class DiseaseRecognizer(Pipe):
     def _annotate(self, docs: Sequence[Doc]) -> None:
         tagger = self.tagger
         tasks = [self._task_for(doc) for doc in docs]
+        if self.cfg["compat"] == "authors":
+            self._annotate_as_authors(docs, tasks)
+            return
         words = [word_tokens(doc) for doc in docs]
         texts = [word_texts(doc, w) for doc, w in zip(docs, words)]
         threshold = self.cfg["threshold"]
         for doc, w, probs, task in zip(docs, words, tagger.predict(texts, tasks), tasks):
             spans = predicted_spans(doc, w, probs, tagger.schemes[task], self.cfg["orphan_i"])
             self._set_ents(doc, [span for span in spans if span._.dt4h_score >= threshold])
+
+    def _annotate_as_authors(self, docs: Sequence[Doc], tasks: Sequence[str]) -> None:
+        """Entities by the authors' script on the raw text: exact offsets in
+        ``doc._.dt4h_chars``; ``doc.ents`` holds them widened to token boundaries, the longest
+        of overlapping ones kept."""
+        threshold = self.cfg["threshold"]
+        found = authors_entities(self.tagger, [doc.text for doc in docs], tasks)
+        for doc, entities in zip(docs, found):
+            kept = [entity for entity in entities if entity.score >= threshold]
+            doc._.dt4h_chars = [tuple(entity) for entity in kept]
+            spans = [self._token_span(doc, entity) for entity in kept]
+            fitted = filter_spans(spans)
+            with self._lock:
+                self.alignment["entities"] += len(kept)
+                self.alignment["expanded"] += sum(
+                    (s.start_char, s.end_char) != (e.start, e.end) for s, e in zip(spans, kept)
+                )
+                self.alignment["overlapping"] += len(spans) - len(fitted)
+            self._set_ents(doc, fitted)
+
+    @staticmethod
+    def _token_span(doc: Doc, entity: CharEntity) -> Span:
+        span = doc.char_span(entity.start, entity.end, label=entity.label, alignment_mode="expand")
+        span._.dt4h_score = entity.score
+        return span
 
     def _task_for(self, doc: Doc) -> str:
         lang = doc._.dt4h_lang or doc.lang_

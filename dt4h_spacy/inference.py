@@ -133,6 +133,36 @@ class WordTagger:
             self._run_batch([windows[i] for i in batch], tasks, probs)
         return probs
 
+    @torch.inference_mode()
+    def window_logits(
+        self, input_ids: numpy.ndarray, attention_mask: numpy.ndarray, positions: Sequence[numpy.ndarray],
+        tasks: Sequence[str],
+    ) -> List[numpy.ndarray]:
+        """Float32 logits at ``positions[w]`` of each given window ``w``, read by head ``tasks[w]``.
+
+        For readers that cut their own windows (``compat="authors"``): rows of ``input_ids``
+        are run as given, padding included, ``batch_size`` windows (at most
+        ``max_batch_subwords`` ids) per forward pass.
+        """
+        self._set_threads()
+        n_windows, length = input_ids.shape
+        per_batch = self.batch_size
+        if self.max_batch_subwords is not None:
+            per_batch = max(1, min(per_batch, self.max_batch_subwords // max(length, 1)))
+        out: List[numpy.ndarray] = []
+        for lo in range(0, n_windows, per_batch):
+            hi = min(lo + per_batch, n_windows)
+            with self._autocast():
+                hidden = self.model.encode(
+                    torch.from_numpy(input_ids[lo:hi]).to(self.device),
+                    torch.from_numpy(attention_mask[lo:hi]).to(self.device),
+                )
+            for row in range(hi - lo):
+                picked = hidden[row, torch.from_numpy(positions[lo + row]).to(self.device)].float()
+                logits = self.model.classifiers[tasks[lo + row]](picked)
+                out.append(logits.float().cpu().numpy())
+        return out
+
     def _set_threads(self) -> None:
         """Apply ``num_threads``; in a forked worker, one thread (see ``_note_fork``)."""
         wanted = 1 if _forked else self.num_threads

@@ -1,0 +1,142 @@
+"""``compat="authors"``: the reading of the authors' ``predict_mentions_mtl_local.py``.
+
+The default reading (``compat="words"``) labels spaCy's tokens; this one reproduces the
+published script so its numbers can be matched exactly:
+
+1. The raw text goes to the fast tokenizer with truncation and overflowing windows
+   (``max_length``/``stride``, every window padded to ``max_length``).
+2. In each window, every tokenizer word (its pre-tokenizer's unit: for XLM-R a
+   whitespace-separated chunk, punctuation included) takes the argmax label of its first
+   subword in that window, and is keyed by the characters from its first to its last
+   subword *in that window*: a word cut by a window edge is a different key there.
+3. Labels are voted per key across windows; among tied labels ``O`` is dropped, and the
+   label seen first (earliest window) wins.
+4. Keys sorted by ``(start, end)`` are read as BIO (``B`` opens, ``I`` extends an open entity
+   of its type and is otherwise ignored, ``O`` closes); entities may cross lines.
+5. Each entity is trimmed of leading/trailing whitespace, then of Unicode ``P*`` characters
+   (once each, in that order); an empty one is dropped.
+
+Entities may overlap (keys of a cut word overlap its full key), so they are returned as
+character offsets; the component fits them to ``doc.ents`` separately.
+"""
+
+import unicodedata
+from collections import defaultdict
+from typing import Dict, List, NamedTuple, Sequence, Tuple
+
+import numpy
+
+from .decoding import decode_bio
+from .inference import WordTagger
+from .labels import LabelScheme
+
+
+class CharEntity(NamedTuple):
+    """An entity by character offsets, end exclusive, with the mean probability of its words' labels."""
+
+    start: int
+    end: int
+    label: str
+    score: float
+
+
+Key = Tuple[int, int]
+
+
+def trim(text: str, start: int, end: int) -> Tuple[int, int]:
+    """The authors' trim: whitespace off both ends, then Unicode punctuation (``P*``)."""
+    while start < end and text[start].isspace():
+        start += 1
+    while start < end and text[end - 1].isspace():
+        end -= 1
+    while start < end and unicodedata.category(text[start]).startswith("P"):
+        start += 1
+    while start < end and unicodedata.category(text[end - 1]).startswith("P"):
+        end -= 1
+    return start, end
+
+
+def vote(labels: Sequence[int], probs: Sequence[float], outside: int) -> Tuple[int, float]:
+    """The most frequent label (``Counter.most_common`` order: first seen wins a tie, but
+    ``O`` loses one) and the mean probability of the windows that gave it."""
+    counts: Dict[int, int] = {}
+    for label in labels:
+        counts[label] = counts.get(label, 0) + 1
+    top = max(counts.values())
+    tied = [label for label, count in counts.items() if count == top]
+    if len(tied) > 1 and outside in tied:
+        tied.remove(outside)
+    winner = tied[0]
+    return winner, float(numpy.mean([p for label, p in zip(labels, probs) if label == winner]))
+
+
+def authors_entities(tagger: WordTagger, texts: Sequence[str], tasks: Sequence[str]) -> List[List[CharEntity]]:
+    """The entities the authors' script finds in each text, read by head ``tasks[i]``."""
+    if not texts:
+        return []
+    enc = tagger.tokenizer(
+        list(texts),
+        truncation=True,
+        max_length=tagger.max_length,
+        stride=tagger.stride,
+        return_overflowing_tokens=True,
+        return_offsets_mapping=True,
+        padding="max_length",
+        return_attention_mask=True,
+        return_token_type_ids=False,
+    )
+    owners: List[int] = list(enc["overflow_to_sample_mapping"])
+    keys: List[List[Key]] = []
+    positions: List[numpy.ndarray] = []
+    for w in range(len(owners)):
+        offsets = enc["offset_mapping"][w]
+        spans: Dict[int, List[int]] = {}
+        for i, wid in enumerate(enc.word_ids(w)):
+            if wid is not None:
+                spans.setdefault(wid, []).append(i)
+        window_keys, firsts = [], []
+        for wid in sorted(spans):
+            first, last = spans[wid][0], spans[wid][-1]
+            key = (offsets[first][0], offsets[last][1])
+            if key != (0, 0):
+                window_keys.append(key)
+                firsts.append(first)
+        keys.append(window_keys)
+        positions.append(numpy.asarray(firsts, dtype=numpy.int64))
+    logits = tagger.window_logits(
+        numpy.asarray(enc["input_ids"], dtype=numpy.int64),
+        numpy.asarray(enc["attention_mask"], dtype=numpy.int64),
+        positions,
+        [tasks[doc] for doc in owners],
+    )
+    votes: List[Dict[Key, Tuple[List[int], List[float]]]] = [defaultdict(lambda: ([], [])) for _ in texts]
+    for doc, window_keys, window_logits in zip(owners, keys, logits):
+        if not window_keys:
+            continue
+        shifted = numpy.exp(window_logits - window_logits.max(axis=1, keepdims=True))
+        probs = shifted / shifted.sum(axis=1, keepdims=True)
+        label_ids = window_logits.argmax(axis=1)
+        for key, label, row in zip(window_keys, label_ids.tolist(), probs):
+            labels, confidences = votes[doc][key]
+            labels.append(label)
+            confidences.append(float(row[label]))
+    return [
+        _entities(text, votes[doc], tagger.schemes[tasks[doc]]) for doc, text in enumerate(texts)
+    ]
+
+
+def _entities(text: str, votes: Dict[Key, Tuple[List[int], List[float]]], scheme: LabelScheme) -> List[CharEntity]:
+    """Voted word labels → BIO entities → trimmed character spans."""
+    if not votes:
+        return []
+    outside = scheme.labels.index("O")
+    words = sorted(votes)
+    decided = [vote(*votes[key], outside) for key in words]
+    label_ids = numpy.array([label for label, _ in decided], dtype=numpy.int64)
+    confidence = numpy.array([p for _, p in decided], dtype=numpy.float64)
+    entities: List[CharEntity] = []
+    for lo, hi, label in decode_bio(label_ids, scheme, "ignore"):
+        start, end = trim(text, words[lo][0], words[hi - 1][1])
+        if start < end:
+            entities.append(CharEntity(start, end, label, float(confidence[lo:hi].mean())))
+    return entities
