@@ -21,11 +21,11 @@ from spacy.language import Language
 from spacy.tokens import Doc
 
 from .checkpoint import check_pipeline_folder
-from .component import DiseaseRecognizer
+from .component import FACTORY, DiseaseRecognizer
 from .filenames import lang_from_filename, spacy_lang
 from .textfiles import Failure, check_encoding, find_txt_files, read_documents
+from .tsv import Mention
 
-FACTORY = "dt4h_disease"
 LANG_CODE = re.compile(r"^[a-z]{2,3}$")
 
 
@@ -274,3 +274,15 @@ def annotate(pipelines: Dict[str, Language], groups: Dict[str, List[Path]], fail
         for doc, name in nlp.pipe(docs(), as_tuples=True, batch_size=batch_size, n_process=n_process):
             progress.update(1)
             yield name, doc
+
+
+def doc_mentions(name: str, doc: Doc) -> Iterator[Mention]:
+    """The TSV rows of an annotated doc: its ``doc.ents``, or, for a doc read with
+    ``compat="authors"``, the exact character offsets of the authors' script
+    (``doc._.dt4h_chars``), which ``doc.ents`` can only hold widened to tokens."""
+    if doc._.dt4h_chars is not None:
+        for start, end, label, score in doc._.dt4h_chars:
+            yield Mention(name, label, start, end, doc.text[start:end], score)
+        return
+    for ent in doc.ents:
+        yield Mention(name, ent.label_, ent.start_char, ent.end_char, ent.text, ent._.dt4h_score)

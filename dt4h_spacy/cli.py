@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Annotated, Any, Iterator, List, Optional
 
 import typer
-from spacy.tokens import Doc
 from tqdm import tqdm
 
 from . import __version__
@@ -31,6 +30,7 @@ from .batch import (
     QuietOption,
     RecursiveOption,
     annotate,
+    doc_mentions,
     error,
     find_inputs,
     load_pipelines,
@@ -128,7 +128,7 @@ def predict_command(
         with tqdm(total=total, unit="file", file=sys.stderr, disable=quiet or not sys.stderr.isatty()) as progress:
             for name, doc in annotate(pipelines, groups, failures, progress, encoding, batch_size, n_process):
                 read += 1
-                mentions.extend(doc_mentions(name, doc, compat.value))
+                mentions.extend(doc_mentions(name, doc))
         report_failures(failures)
         try:
             write_mentions(output, mentions, with_scores)
@@ -142,17 +142,6 @@ def predict_command(
         typer.echo(f"{read} files read, {len(failures)} failed, {len(mentions)} mentions written to {output}")
     if failures:
         raise typer.Exit(1)
-
-
-def doc_mentions(name: str, doc: Doc, compat: str) -> Iterator[Mention]:
-    """The TSV rows of an annotated doc: its ``doc.ents``, or with ``compat="authors"`` the
-    exact character offsets the authors' script gives (``doc._.dt4h_chars``)."""
-    if compat == "authors":
-        for start, end, label, score in doc._.dt4h_chars or ():
-            yield Mention(name, label, start, end, doc.text[start:end], score)
-        return
-    for ent in doc.ents:
-        yield Mention(name, ent.label_, ent.start_char, ent.end_char, ent.text, ent._.dt4h_score)
 
 
 # -------------------------------------------------------------------------- evaluate

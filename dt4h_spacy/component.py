@@ -36,6 +36,7 @@ DEFAULT_CHECKPOINT = "BSC-NLP4BIA/DT4H_XLM-R_mtl_es-it-ro_disease"
 DEFAULT_BASE_MODEL = "FacebookAI/xlm-roberta-base"
 WEIGHTS_FILE = "model.safetensors"
 
+FACTORY = "dt4h_disease"
 COMPAT_MODES = ("words", "authors")
 
 for _cls, _attr in ((Doc, "dt4h_lang"), (Doc, "dt4h_chars"), (Span, "dt4h_score")):
@@ -66,7 +67,7 @@ DEFAULT_CONFIG: Dict[str, Any] = {
 
 
 @Language.factory(
-    "dt4h_disease",
+    FACTORY,
     assigns=["doc.ents", "token.ent_iob", "token.ent_type", "span._.dt4h_score", "doc._.dt4h_chars"],
     default_config=DEFAULT_CONFIG,
     default_score_weights={"ents_f": 1.0, "ents_p": 0.0, "ents_r": 0.0, "ents_per_type": None},

@@ -20,7 +20,7 @@ from typing import List
 import spacy
 from tqdm import tqdm
 
-from dt4h_spacy.batch import annotate, group_by_language, served_languages
+from dt4h_spacy.batch import annotate, doc_mentions, group_by_language, served_languages
 from dt4h_spacy.evaluate import evaluate, format_table
 from dt4h_spacy.textfiles import document_name, find_txt_files
 from dt4h_spacy.tsv import Mention, read_mentions, write_mentions
@@ -46,7 +46,7 @@ def main() -> int:
         served = served_languages(nlp)
         own = {lang: files for lang, files in groups.items() if files and (served is None or lang in served)}
         docs = list(annotate(dict.fromkeys(own, nlp), own, failures, tqdm(disable=True)))
-        predicted.extend(Mention(name, e.label_, e.start_char, e.end_char, e.text) for name, doc in docs for e in doc.ents)
+        predicted.extend(m for name, doc in docs for m in doc_mentions(name, doc))
         print(f"{path.name}: {len(docs)} documents annotated")
         annotated = {name for name, _ in docs}
         groups = {lang: [txt for txt in files if document_name(txt) not in annotated] for lang, files in groups.items()}

@@ -6,6 +6,7 @@ from typing import Any, Dict, Mapping, Optional
 import spacy
 
 from .. import __version__
+from ..component import FACTORY
 from ..labels import entity_from_task
 from .blocks import TaskCorpus
 
@@ -62,7 +63,7 @@ def _write_pipeline(
 ) -> Path:
     """A blank ``lang`` pipeline whose ``dt4h_disease`` serves ``routes`` (language → head), saved at ``path``."""
     nlp = spacy.blank(lang)
-    nlp.add_pipe("dt4h_disease", config={**settings, "tasks": routes})
+    nlp.add_pipe(FACTORY, config={**settings, "tasks": routes})
     heads = sorted(routes.values())
     entities = sorted({entity_from_task(task).lower() for task in heads})
     nlp.meta.update(
