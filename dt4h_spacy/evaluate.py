@@ -137,6 +137,17 @@ def _document(mention: Mention) -> Mention:
     return replace(mention, filename=mention.filename[:-4]) if mention.filename.endswith(".txt") else mention
 
 
+def _scored(gold: Iterable[Mention], pred: Iterable[Mention], entity: Optional[str]) -> Tuple[List[Mention], List[Mention]]:
+    """The rows that are scored: files named without ``.txt``, predictions counted once,
+    only ``entity``'s rows when one is given."""
+    gold = [_document(m) for m in gold]
+    pred = _dedupe(_document(m) for m in pred)
+    if entity:
+        gold = [m for m in gold if m.label == entity]
+        pred = [m for m in pred if m.label == entity]
+    return gold, pred
+
+
 def _check_inputs(gold: List[Mention], pred: List[Mention], entity: Optional[str],
                   gold_labels: Iterable[str], pred_labels: Iterable[str]) -> None:
     """Refuse or warn about the mistakes that otherwise show up only as a silent 0."""
@@ -166,13 +177,9 @@ def evaluate(gold: List[Mention], pred: List[Mention], entity: Optional[str] = N
     File names are compared without ``.txt``. Raises :class:`EvaluationError` when gold and
     predictions share no document; warns (``UserWarning``) when ``entity`` matches no row.
     """
-    gold = [_document(m) for m in gold]
-    pred = _dedupe(_document(m) for m in pred)
     gold_labels = [m.label for m in gold]
     pred_labels = [m.label for m in pred]
-    if entity:
-        gold = [m for m in gold if m.label == entity]
-        pred = [m for m in pred if m.label == entity]
+    gold, pred = _scored(gold, pred, entity)
     _check_inputs(gold, pred, entity, gold_labels, pred_labels)
 
     groups: Dict[Tuple[str, str], Tuple[List[Tuple[int, int]], List[Tuple[int, int]]]] = defaultdict(lambda: ([], []))
@@ -225,9 +232,8 @@ def format_table(result: Dict[str, Any]) -> str:
 def strict_errors(gold: List[Mention], pred: List[Mention], entity: Optional[str] = None) -> List[Tuple[str, Mention]]:
     """The strict score's mistakes, for error analysis: ``("FP", m)`` for a prediction that
     matches no gold mention, ``("FN", m)`` for a gold mention no prediction matches; sorted
-    by document and offset. Names, duplicates and ``entity`` are treated as in :func:`evaluate`."""
-    gold = [_document(m) for m in gold if entity is None or m.label == entity]
-    pred = [m for m in _dedupe(_document(m) for m in pred) if entity is None or m.label == entity]
+    by document and offset. Rows are taken as :func:`evaluate` scores them (:func:`_scored`)."""
+    gold, pred = _scored(gold, pred, entity)
     unmatched_gold = Counter(m.key for m in gold)
     unmatched_pred = Counter(m.key for m in pred)
     matched = unmatched_gold & unmatched_pred
