@@ -27,6 +27,7 @@ from transformers import AutoConfig, AutoTokenizer
 from .authors import CharEntity, authors_entities
 from .checkpoint import load_checkpoint_file, save_checkpoint
 from .decoding import ORPHAN_I_MODES
+from . import extensions  # noqa: F401 - registers doc._.dt4h_lang, doc._.dt4h_chars, span._.dt4h_score
 from .errors import CheckpointError
 from .inference import WordTagger, check_speed_options, torch_device
 from .labels import HeadRoutes, LabelScheme
@@ -40,10 +41,6 @@ WEIGHTS_FILE = "model.safetensors"
 
 FACTORY = "dt4h_disease"
 COMPAT_MODES = ("words", "authors")
-
-for _cls, _attr in ((Doc, "dt4h_lang"), (Doc, "dt4h_chars"), (Span, "dt4h_score")):
-    if not _cls.has_extension(_attr):
-        _cls.set_extension(_attr, default=None)
 
 DEFAULT_CONFIG: Dict[str, Any] = {
     "checkpoint": DEFAULT_CHECKPOINT,
