@@ -189,8 +189,8 @@ def mixed_folder(tmp_path):
     return folder
 
 
-NO_LANGUAGE = ("nota.txt: --lang auto needs a MultiClinNER name like MultiClinNER-es-test-disease-00019.txt; "
-               "pass the language, e.g. --lang es")
+NO_LANGUAGE = ("nota.txt: no MultiClinNER name like MultiClinNER-es-test-disease-00019.txt and too little text to "
+               "identify its language (4 letters, at least 12 needed); pass the language, e.g. --lang es")
 NO_HEAD = ("MultiClinNER-en-test-disease-1.txt: the model has no head for language 'en' (it serves es, it, ro); "
            "pass --lang with one of them to annotate it anyway")
 

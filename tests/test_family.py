@@ -239,3 +239,44 @@ def test_authors_reading_runs_every_head_too(make_nlp, multilabel_checkpoint):
     assert found == sorted(EXPECTED["es"])
     assert sorted((s.text, s.label_) for s in doc.spans["dt4h"]) == sorted(EXPECTED["es"])
     assert triples(doc.ents) == triples(non_overlapping(doc.spans["dt4h"]))
+
+
+def test_visualize_spans_draws_every_span_overlaps_stacked(tmp_path, multilabel_checkpoint, tiny_base_model):
+    from typer.testing import CliRunner
+
+    from dt4h_spacy.cli import app
+
+    (tmp_path / "nota.txt").write_text(TEXTS["es"], encoding="utf-8")
+    args = ["visualize", str(tmp_path / "nota.txt"), "", "--lang", "es", "--checkpoint", str(multilabel_checkpoint),
+            "--base-model", str(tiny_base_model)]
+    pages = {}
+    for flag in ("", "--spans"):
+        args[2] = str(tmp_path / f"page{flag}.html")
+        result = CliRunner().invoke(app, args + ([flag] if flag else []))
+        assert result.exit_code == 0, result.output
+        pages[flag] = (tmp_path / f"page{flag}.html").read_text(encoding="utf-8")
+    assert "(5 entities)" in pages["--spans"] and "(4 entities)" in pages[""]
+    assert 'class="spans"' in pages["--spans"] and 'class="spans"' not in pages[""]
+    assert pages["--spans"].count("PROCEDURE") == 2 and pages[""].count("PROCEDURE") == 1  # "aguda" stacked
+
+
+def test_readme_example_of_two_checkpoints_runs(trained_checkpoint, multilabel_checkpoint, tiny_base_model):
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("#### Several checkpoints in one pipeline"):]
+    code = section[section.index("```python\n") + 10:section.index("```\n", section.index("```python\n") + 10)]
+    for placeholder, path in (("path/to/DT4H_XLM-R_mtl_es-it-ro_disease.pt", trained_checkpoint),
+                              ("path/to/DT4H_XLM-R_mtl_multilingual_multilabel.pt", multilabel_checkpoint),
+                              ("path/to/xlm-roberta-base", tiny_base_model)):
+        assert placeholder in code
+        code = code.replace(placeholder, str(path))
+    namespace = {}
+    exec(code.replace("print(", "found = ("), namespace)  # noqa: S102 - the README's own example
+    doc = namespace["doc"]
+    assert [(s.text, s.label_) for s in doc.spans["disease"]] == [("miocarditis aguda", "DISEASE")]
+    assert [(s.text, s.label_) for s in doc.spans["symptom"]] == []
+    assert [(e.text, e.label_) for e in doc.ents] == [("miocarditis aguda", "DISEASE")]
+    doc = namespace["nlp"]("El paciente presenta miocarditis aguda con polmonite hoy.")  # the tiny symptom head's word
+    assert [(s.text, s.label_) for s in doc.spans["symptom"]] == [("polmonite", "SYMPTOM")]
+    assert [(e.text, e.label_) for e in doc.ents] == [("miocarditis aguda", "DISEASE"), ("polmonite", "SYMPTOM")]
