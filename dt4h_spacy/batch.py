@@ -12,6 +12,7 @@ import re
 import sys
 import warnings
 from collections import defaultdict
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
@@ -112,7 +113,7 @@ def group_by_language(paths: List[Path], lang: str, encoding: str = "utf-8") -> 
     for path in paths:
         read: List[Any] = []
         try:
-            code = route(path.name, lambda path=path: _text_of(path, encoding, read), lang)
+            code = route(path.name, partial(_text_of, path, encoding, read), lang)
         except ImportError as err:
             raise typer.BadParameter(str(err), param_hint="--lang") from err
         if read and isinstance(read[0], Failure):

@@ -58,18 +58,21 @@ def load_checkpoint_file(path: PathLike, allow_unsafe_pickle: bool = False, mmap
         )
     if path.is_dir():
         raise CheckpointError(f"Checkpoint {path} is a directory; pass the .pt file inside it.")
+    return normalize_state_dict(_read_tensors(path, allow_unsafe_pickle, mmap), source=str(path))
+
+
+def _read_tensors(path: Path, allow_unsafe_pickle: bool, mmap: bool) -> Any:
+    """What a weights file holds, as safetensors or ``torch.load`` (see :func:`load_checkpoint_file`) reads it."""
     if path.stat().st_size == 0:
         raise CheckpointError(f"Checkpoint {path} is empty (0 bytes): the download or copy did not finish; fetch it again.")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
         try:
-            raw: Any = load_file(str(path))
+            return load_file(str(path))
         except Exception as err:
             raise CheckpointError(f"{path} is not a readable safetensors file: {err}") from err
-    else:
-        raw = _torch_load(path, allow_unsafe_pickle, mmap and zipfile.is_zipfile(path))
-    return normalize_state_dict(raw, source=str(path))
+    return _torch_load(path, allow_unsafe_pickle, mmap and zipfile.is_zipfile(path))
 
 
 def _torch_load(path: Path, allow_unsafe_pickle: bool, mmap: bool) -> Any:
@@ -136,15 +139,7 @@ def load_hf_checkpoint(
         raise CheckpointError(f"{folder / HF_CONFIG} is not a readable JSON config: {err}") from err
     labels = hf_labels(config, source)
     weights = next(folder / name for name in HF_WEIGHTS if (folder / name).is_file())
-    if weights.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        try:
-            raw: Any = load_file(str(weights))
-        except Exception as err:
-            raise CheckpointError(f"{weights} is not a readable safetensors file: {err}") from err
-    else:
-        raw = _torch_load(weights, allow_unsafe_pickle, mmap and zipfile.is_zipfile(weights))
+    raw = _read_tensors(weights, allow_unsafe_pickle, mmap)
     head_keys = {k for k in raw if k.startswith(HF_HEAD_PREFIX)}
     if {f"{HF_HEAD_PREFIX}weight", f"{HF_HEAD_PREFIX}bias"} - head_keys:
         raise CheckpointError(

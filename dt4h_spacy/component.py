@@ -14,7 +14,18 @@ import tempfile
 import threading
 from collections import Counter
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    Iterable,
+    Iterator,
+    List,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+)
 
 import numpy
 import srsly
@@ -24,10 +35,10 @@ from spacy.tokens import Doc, Span
 from spacy.util import minibatch
 from transformers import AutoConfig, AutoTokenizer
 
+from . import extensions  # noqa: F401 - registers doc._.dt4h_lang, doc._.dt4h_chars, span._.dt4h_score
 from .authors import CharEntity, authors_entities
 from .checkpoint import load_checkpoint_file, save_checkpoint
 from .decoding import ORPHAN_I_MODES
-from . import extensions  # noqa: F401 - registers doc._.dt4h_lang, doc._.dt4h_chars, span._.dt4h_score
 from .errors import CheckpointError
 from .inference import WordTagger, check_speed_options, torch_device
 from .labels import HeadRoutes, LabelScheme

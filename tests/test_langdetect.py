@@ -55,7 +55,9 @@ def test_too_short_a_text_is_undetectable_rather_than_guessed():
 
 
 def test_route_follows_lang_then_names_then_text():
-    unread = lambda: pytest.fail("the text must not be read")  # noqa: E731
+    def unread():
+        pytest.fail("the text must not be read")
+
     assert route("nota.txt", unread, "es") == "es"
     assert route("MultiClinNER-ro-test-disease-1.txt", unread, "auto") == "ro"
     assert route("nota.txt", lambda: NOTES["it"], "auto") == "it"
@@ -70,8 +72,8 @@ def test_predict_detect_gives_the_rows_of_explicit_runs_and_reports_english(
     result = run("predict", mixed_folder, tmp_path / "detect.tsv", "--lang", "detect", *model)
     assert result.exit_code == 1, result.output
     assert result.stderr.strip().splitlines() == [
-        f"error: skipped {mixed_folder / NAMES['en']}: the model has no head for language 'en' (it serves es, it, ro); "
-        "pass --lang with one of them to annotate it anyway"]
+        (f"error: skipped {mixed_folder / NAMES['en']}: the model has no head for language 'en' (it serves es, it, "
+         "ro); pass --lang with one of them to annotate it anyway")]
     expected = []
     for lang in ("es", "it", "ro"):
         one = tmp_path / lang
