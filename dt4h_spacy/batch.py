@@ -255,11 +255,15 @@ def load_pipelines(groups: Dict[str, List[Path]], lang: str, model: Optional[str
             if served is not None and given not in (None, "auto", "detect") and given not in served:
                 raise typer.BadParameter(f"the model has no head for language {given!r}; it serves "
                                          f"{', '.join(sorted(served))}.", param_hint=hint)
-        for code in [code for code in groups if serving_language(code, served, fallback) not in (code, None)]:
+        for code in list(groups):
+            target = serving_language(code, served, fallback)
+            if target in (code, None):
+                continue
             moved = groups.pop(code)
-            typer.echo(f"warning: {len(moved)} file(s) in {code}, which the model has no head for, are annotated "
-                       f"as {fallback} (--fallback-lang): {_shown([p.name for p in moved])}", err=True)
-            groups.setdefault(str(fallback), []).extend(moved)
+            if target == fallback:
+                typer.echo(f"warning: {len(moved)} file(s) in {code}, which the model has no head for, are annotated "
+                           f"as {fallback} (--fallback-lang): {_shown([p.name for p in moved])}", err=True)
+            groups.setdefault(target, []).extend(moved)
         pipelines: Dict[str, Language] = {}
         for code, paths in groups.items():
             if served is not None and code not in served:

@@ -97,10 +97,11 @@ def route(name: str, read_text: Callable[[], str], lang: str) -> Union[str, Unde
 
 def serving_language(code: str, served: Optional[Sequence[str]], fallback: Optional[str]) -> Optional[str]:
     """The language a document in ``code`` is annotated as: ``code`` when a head serves it (or
-    ``served`` is None: the pipeline takes any language), else ``fallback`` (None: skip it)."""
+    ``served`` is None: the pipeline takes any language), the served code that spaCy reads as
+    ``code`` (heads name Czech ``cz``, detection says ``cs``), else ``fallback`` (None: skip it)."""
     if served is None or code in served:
         return code
-    return fallback
+    return next((lang for lang in sorted(served) if spacy_lang(lang) == code), fallback)
 
 
 class LanguageTagger:

@@ -11,13 +11,7 @@ from typing import ContextManager, Dict, Mapping, Optional, Sequence, Tuple, Uni
 
 import torch
 from torch import nn
-from transformers import (
-    AutoConfig,
-    AutoModel,
-    AutoTokenizer,
-    PretrainedConfig,
-    PreTrainedTokenizerFast,
-)
+from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig, PreTrainedTokenizerFast
 
 from .checkpoint import (
     StateDict,

@@ -396,7 +396,7 @@ def test_evaluate_prints_the_official_json(tmp_path):
     printed = json.loads(result.stdout)
     assert printed["strict"] == {"precision": 0.3333, "recall": 0.5, "f1": 0.4, "tp": 1, "fp": 2, "fn": 1}
     assert printed["char_f1"] == {"precision": 0.6444, "recall": 0.9667, "f1": 0.7733, "n_gold": 2, "n_pred": 3}
-    assert list(printed) == ["entity", "strict", "char_f1", "per_lang", "per_file"]
+    assert list(printed) == ["entity", "strict", "char_f1", "per_lang", "per_label", "per_file"]
 
 
 def test_evaluate_prints_a_table_and_writes_the_full_json_with_o(tmp_path):

@@ -135,3 +135,12 @@ def _with_lang(nlp, text, lang):
     doc = nlp.make_doc(text)
     doc._.dt4h_lang = lang
     return doc
+
+
+def test_serving_language_prefers_the_head_then_its_spacy_spelling_then_the_fallback():
+    from dt4h_spacy.langdetect import serving_language
+
+    assert serving_language("es", {"es", "it"}, None) == "es"
+    assert serving_language("en", None, None) == "en"  # a head for every language
+    assert serving_language("cs", {"cz", "en"}, "en") == "cz"  # MultiClinNER writes Czech cz
+    assert serving_language("fr", {"es"}, "es") == "es" and serving_language("fr", {"es"}, None) is None
