@@ -14,6 +14,8 @@ from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Tuple, Unio
 
 import numpy
 
+from .filenames import spacy_lang
+
 TASK_PATTERN = re.compile(r"^(?P<entity>[A-Za-z0-9]+(?:_[A-Za-z0-9]+)*?)_(?P<lang>[a-z]{2,3})_ner$")
 
 OUTSIDE = 0
@@ -119,8 +121,12 @@ class HeadRoutes:
         return tuple(dict.fromkeys([t for ts in self.by_lang.values() for t in ts] + list(self.universal)))
 
     def heads_for(self, lang: str) -> Tuple[str, ...]:
-        """The heads that read a document in ``lang``; empty when none does."""
-        return tuple(dict.fromkeys(self.by_lang.get(lang, ()) + self.universal))
+        """The heads that read a document in ``lang``; empty when none does. spaCy's code for
+        a head's language counts as that language (Czech heads say ``cz``, spaCy ``cs``)."""
+        own = self.by_lang.get(lang) or next(
+            (heads for code, heads in self.by_lang.items() if spacy_lang(code) == lang), ()
+        )
+        return tuple(dict.fromkeys(own + self.universal))
 
 
 @dataclass(frozen=True)

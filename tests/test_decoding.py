@@ -53,6 +53,12 @@ def test_head_routes_serve_named_languages_and_every_language_with_unnamed_heads
         HeadRoutes.for_heads(["symptom"], heads=["sign"])
 
 
+def test_a_czech_head_reads_documents_spacy_and_the_language_detector_call_cs():
+    routes = HeadRoutes.for_heads(["disease_cz_ner", "disease_es_ner"])
+    assert routes.heads_for("cs") == routes.heads_for("cz") == ("disease_cz_ner",)
+    assert routes.heads_for("ca") == ()
+
+
 @pytest.mark.parametrize(
     "tags,expected",
     [
