@@ -277,24 +277,24 @@ class Pipelines:
         ``nlp.pipe(n_process=…)``."""
         failures: Deque[Failure] = deque()
 
-        def docs() -> Iterator[Tuple[Doc, str]]:
+        def docs() -> Iterator[Tuple[Doc, Tuple[str, Union[str, Path]]]]:
             for item in items:
                 if isinstance(item, Failure):
                     failures.append(item)
                     continue
                 try:
-                    yield self.make_doc(item), item.name
+                    yield self.make_doc(item), (item.name, item.path)
                 except ValueError as err:  # RoutingError; [E088] longer than a --model pipeline's nlp.max_length
                     failures.append(Failure(item.path, str(err)))
 
         stream = docs()
         first = next(stream, None)  # loads the model, before nlp.pipe may fork its workers
         if first is not None:
-            for doc, name in self.load().pipe(chain([first], stream), as_tuples=True, batch_size=batch_size,
-                                              n_process=n_process):
+            for doc, (name, path) in self.load().pipe(chain([first], stream), as_tuples=True,
+                                                      batch_size=batch_size, n_process=n_process):
                 while failures:
                     yield failures.popleft()
-                yield AnnotatedDoc(name, doc.text, doc._.dt4h_lang, list(doc_mentions(name, doc)))
+                yield AnnotatedDoc(name, doc.text, doc._.dt4h_lang, list(doc_mentions(name, doc)), path)
         yield from failures
 
 

@@ -142,6 +142,8 @@ def predict_command(
     gpus_per_worker: Annotated[float, typer.Option(
         "--gpus-per-worker", min=0.0, help="GPUs each Ray actor reserves (e.g. 1, or 0.5 to share one); use with "
                                            "--device cuda.")] = 0.0,
+    cpus_per_worker: Annotated[float, typer.Option(
+        "--cpus-per-worker", min=0.0, help="CPUs each Ray actor reserves; its torch threads unless --threads.")] = 1.0,
     ray_address: Annotated[Optional[str], typer.Option(
         "--ray-address", envvar="RAY_ADDRESS", help="Ray cluster to join (ray://host:10001 or auto). Default: a "
                                                     "local Ray on this machine.", show_default=False)] = None,
@@ -170,7 +172,7 @@ def predict_command(
         if kind == ".html":
             raise typer.BadParameter("--engine ray writes mentions (.tsv, .jsonl, .parquet), not a page.",
                                      param_hint="--engine")
-        annotate = ray_engine(pipelines, batch_size, workers, gpus_per_worker, ray_address)
+        annotate = ray_engine(pipelines, batch_size, workers, gpus_per_worker, cpus_per_worker, ray_address)
     else:
         annotate = local_engine(pipelines, batch_size, n_process)
     outcome = run_job(opened, output, kind, annotate, job, with_scores=with_scores, resume=resume,

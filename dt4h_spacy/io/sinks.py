@@ -10,7 +10,7 @@ memory stays flat and an interrupted run never leaves a truncated OUTPUT.
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Sequence
+from typing import Callable, Dict, Iterable, List, Sequence, Union
 
 import pyarrow
 import pyarrow.parquet
@@ -27,12 +27,14 @@ PARQUET_ROWS = 65536
 
 @dataclass(frozen=True)
 class AnnotatedDoc:
-    """A document after annotation: what every sink needs (the HTML page also the text)."""
+    """A document after annotation: what every sink needs (the HTML page also the text);
+    ``path`` is where it came from, as in :class:`~dt4h_spacy.textfiles.Document`."""
 
     name: str
     text: str
     lang: str
     mentions: List[Mention]
+    path: Union[str, Path] = ""
 
 
 def _record(m: Mention) -> Dict[str, object]:
