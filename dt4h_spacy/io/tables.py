@@ -107,7 +107,7 @@ def check_table(path: Path, columns: Columns) -> None:
     elif suffix != ".jsonl":
         try:
             header = pyarrow.csv.open_csv(path, read_options=pyarrow.csv.ReadOptions(use_threads=False),
-                                          parse_options=_csv_options(path)).schema.names
+                                          parse_options=_csv_options(path, lambda row: "skip")).schema.names
         except (OSError, pyarrow.ArrowException) as err:
             raise TableError(f"cannot read {path} as {suffix[1:].upper()}: {err}") from err
         _check_columns(header, columns, path)
