@@ -30,7 +30,11 @@ from typing import Dict, List
 import pyarrow
 import pyarrow.parquet
 
-from dt4h_spacy.testing import build_tiny_base_model, build_tiny_checkpoint, synthetic_sentences
+from dt4h_spacy.testing import (
+    build_tiny_base_model,
+    build_tiny_checkpoint,
+    synthetic_sentences,
+)
 
 CONFIGS: Dict[str, List[str]] = {
     "local_1": ["--n-process", "1", "--threads", "1"],

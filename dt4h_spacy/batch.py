@@ -212,14 +212,14 @@ class Pipelines:
         self.settings = dict(settings or {})
         self._nlp: Optional[Language] = None
         self._served: Optional[Set[str]] = None
+        self._own_tokenizer = model is not None  # a saved pipeline tokenizes with its own tokenizer
         self._tokenizers: Dict[str, Callable[[str], Doc]] = {}
 
     @classmethod
     def of(cls, nlp: Language, lang: str = "auto") -> "Pipelines":
         """Pipelines around an already loaded ``nlp`` (it tokenizes and tags every language)."""
         pipelines = cls(lang)
-        pipelines._nlp, pipelines._served = nlp, served_languages(nlp)
-        pipelines.model = "loaded"
+        pipelines._nlp, pipelines._served, pipelines._own_tokenizer = nlp, served_languages(nlp), True
         return pipelines
 
     def load(self) -> Language:
@@ -249,7 +249,7 @@ class Pipelines:
 
     def _tokenizer(self, code: str) -> Callable[[str], Doc]:
         if code not in self._tokenizers:
-            if self.model is not None:
+            if self._own_tokenizer:
                 self._tokenizers[code] = self.load().make_doc
             else:
                 blank = spacy.blank(spacy_lang(code))

@@ -49,8 +49,7 @@ def visualize_command(
     opened = open_source(source, lang, recursive, encoding, Columns())
     prepare_output(output)
     pipelines = Pipelines(lang, model, checkpoint, base_model)
-    job = {**opened.describe(), "lang": lang, "model": model, "checkpoint": checkpoint, "base_model": base_model}
-    outcome = run_job(opened, output, ".html", local_engine(pipelines), job,
+    outcome = run_job(opened, output, ".html", local_engine(pipelines), {},
                       title=(lambda: title) if title else _default_title(pipelines))
     typer.echo(f"{len(outcome.documents)} documents, {outcome.mentions} entities -> {output}")
     if outcome.failures:
