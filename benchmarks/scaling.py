@@ -67,12 +67,14 @@ def timed(command: List[str], env: Dict[str, str]) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small encoder (4 layers, hidden 256), 24 notes")
-    parser.add_argument("--notes", type=int, default=60)
+    parser.add_argument("--quick", action="store_true", help="small encoder (4 layers, hidden 256), 24 notes "
+                                                             "(a smoke run: Ray's start-up noise swamps its work)")
+    parser.add_argument("--notes", type=int, default=None, help="notes in the table (default 60; --quick: 24)")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--workdir", type=Path, default=None)
     args = parser.parse_args()
-    layers, hidden, n_notes = (4, 256, 24) if args.quick else (12, 768, args.notes)
+    layers, hidden = (4, 256) if args.quick else (12, 768)
+    n_notes = args.notes or (24 if args.quick else 60)
     work = args.workdir or Path(tempfile.mkdtemp(prefix="dt4h-scaling-"))
     work.mkdir(parents=True, exist_ok=True)
     base = build_tiny_base_model(work / "base", hidden=hidden, layers=layers)
