@@ -13,12 +13,19 @@ import torch
 from typer.testing import CliRunner
 
 import dt4h_spacy
+from dt4h_spacy.batch import normalize_lang
 from dt4h_spacy.cli import app
 from dt4h_spacy.evaluate import evaluate_files
 from dt4h_spacy.filenames import lang_from_filename
 from dt4h_spacy.io import sources
-from dt4h_spacy.batch import normalize_lang
-from dt4h_spacy.textfiles import Document, Failure, document_name, find_txt_files, read_documents, read_text
+from dt4h_spacy.textfiles import (
+    Document,
+    Failure,
+    document_name,
+    find_txt_files,
+    read_documents,
+    read_text,
+)
 from dt4h_spacy.tsv import Mention, format_mentions, read_mentions
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
