@@ -1,20 +1,33 @@
-"""What ``predict`` and ``visualize`` share: their options, finding and routing the input
-texts, loading the model and annotating.
+"""The annotate step that ``predict``, ``visualize`` and both engines share: their options,
+loading the model once, routing each document to its language's head and tagging documents
+in batches (:class:`Pipelines`), and the one function from an annotated doc to its rows
+(:func:`doc_mentions`).
 
-Both commands read inputs the same way, so a folder (or file) that works for one works for
-the other, and the same problems are reported the same way; each command then only writes
-its own output (a TSV, an HTML page). The options are declared here once, as ``Annotated``
-aliases, so the two commands cannot drift apart.
+The options are declared here once, as ``Annotated`` aliases, so the commands cannot drift
+apart; where documents come from is :mod:`dt4h_spacy.io`, how the work is scheduled
+:mod:`dt4h_spacy.engines`.
 """
 
 import os
-import re
 import sys
-import warnings
-from collections import defaultdict
-from functools import partial
+from collections import defaultdict, deque
+from itertools import chain
 from pathlib import Path
-from typing import Annotated, Any, Dict, Iterator, List, Optional, Sequence, Set, Tuple
+from typing import (
+    Annotated,
+    Any,
+    Callable,
+    Deque,
+    Dict,
+    Iterable,
+    Iterator,
+    List,
+    Optional,
+    Sequence,
+    Set,
+    Tuple,
+    Union,
+)
 
 import spacy
 import typer
@@ -24,29 +37,37 @@ from spacy.tokens import Doc
 from .checkpoint import check_pipeline_folder
 from .component import DEFAULT_SPANS_KEY, FACTORY, DiseaseRecognizer
 from .filenames import lang_from_filename, spacy_lang
-from .langdetect import Undetectable, route, serving_language
-from .textfiles import Failure, check_encoding, find_txt_files, read_documents
+from .io.sinks import AnnotatedDoc
+from .io.sources import Source
+from .io.tables import Columns, TableError
+from .langdetect import check_languages, serving_language
+from .routing import RoutingError, language_code, route_language
+from .textfiles import Document, Failure, check_encoding
 from .tsv import Mention
-
-LANG_CODE = re.compile(r"^[a-z]{2,3}$")
 
 
 def normalize_lang(value: str) -> str:
     """``ES``, ``es_ES`` and ``es-ES`` → ``es``, as spaCy and Hugging Face users write them;
-    ``auto`` and ``detect`` stay. Anything else is refused with the codes to use."""
-    code = value.strip().lower().replace("_", "-").split("-")[0]
-    if code in ("auto", "detect") or LANG_CODE.match(code):
-        return code
-    raise typer.BadParameter(f"{value!r} is not a language code; use es, it, ro (a language the model has a head "
-                             "for), auto or detect.")
+    ``auto`` and ``detect`` stay (``detect`` only where the language identifier is installed).
+    Anything else is refused with the codes to use."""
+    code = language_code(value)
+    if code is None:
+        raise typer.BadParameter(f"{value!r} is not a language code; use es, it, ro (a language the model has a "
+                                 "head for), auto or detect.")
+    if code == "detect":
+        try:
+            check_languages(["es"])
+        except ImportError as err:
+            raise typer.BadParameter(str(err)) from err
+    return code
 
 
 def _fallback_lang(value: Optional[str]) -> Optional[str]:
     if value is None:
         return None
-    code = normalize_lang(value)
-    if code in ("auto", "detect"):
-        raise typer.BadParameter("give a language code, e.g. --fallback-lang es.")
+    code = language_code(value)
+    if code is None or code in ("auto", "detect"):
+        raise typer.BadParameter(f"{value!r} is not a language code; give one, e.g. --fallback-lang es.")
     return code
 
 
@@ -58,15 +79,22 @@ def _encoding(value: str) -> str:
 
 
 InputArgument = Annotated[Path, typer.Argument(
-    metavar="INPUT", help="A .txt file, or a folder of them (.txt in any case, e.g. A.TXT).", show_default=False)]
+    metavar="INPUT", help="A .txt file, or a folder of them (.txt in any case, e.g. A.TXT); or a table: .parquet, "
+                          ".csv, .tsv, .jsonl, or a folder of Parquet parts.", show_default=False)]
+IdColumnOption = Annotated[str, typer.Option("--id-column", help="Table column with each document's id (its name "
+                                                                 "in the output).")]
+TextColumnOption = Annotated[str, typer.Option("--text-column", help="Table column with each document's text.")]
+LangColumnOption = Annotated[Optional[str], typer.Option(
+    "--lang-column", help="Table column with each document's language (es, it, ro; es_ES etc. accepted); an empty "
+                          "value falls back to --lang. Default: --lang for every row.", show_default=False)]
 LangOption = Annotated[str, typer.Option(
     "--lang", callback=normalize_lang,
     help="Language of the texts: es, it, ro (ES, es_ES, es-ES also accepted); auto to read it from "
          "MultiClinNER file names (MultiClinNER-es-test-disease-00019.txt -> es) and detect it in the text of "
-         "other files; detect to detect it in every text (needs dt4h_spacy[langdetect]).")]
+         "other documents; detect to detect it in every text (needs dt4h_spacy[langdetect]).")]
 FallbackLangOption = Annotated[Optional[str], typer.Option(
     "--fallback-lang", callback=_fallback_lang,
-    help="Annotate files found (by name or detection) to be in a language the model has no head for as this "
+    help="Annotate documents found (by name or detection) to be in a language the model has no head for as this "
          "language, instead of skipping them.", show_default=False)]
 RecursiveOption = Annotated[bool, typer.Option(
     "--recursive", "-r", help="Also read .txt files in subfolders (symlinked folders are not followed).")]
@@ -105,32 +133,6 @@ def _shown(names: List[str], limit: int = 5) -> str:
     return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
-def group_by_language(paths: List[Path], lang: str, encoding: str = "utf-8") -> Tuple[Dict[str, List[Path]], List[Failure]]:
-    """Files by the language whose head annotates them (see :func:`.langdetect.route`); a file
-    without one, or that cannot be read to detect it, is a failure that names the way out."""
-    groups: Dict[str, List[Path]] = defaultdict(list)
-    failures: List[Failure] = []
-    for path in paths:
-        read: List[Any] = []
-        try:
-            code = route(path.name, partial(_text_of, path, encoding, read), lang)
-        except ImportError as err:
-            raise typer.BadParameter(str(err), param_hint="--lang") from err
-        if read and isinstance(read[0], Failure):
-            failures.append(read[0])
-        elif isinstance(code, Undetectable):
-            failures.append(Failure(path, str(code)))
-        else:
-            groups[code].append(path)
-    return dict(groups), failures
-
-
-def _text_of(path: Path, encoding: str, read: List[Any]) -> str:
-    """The text of ``path`` for detection; a file that cannot be read leaves its Failure in ``read``."""
-    read.extend(read_documents([path], encoding))
-    return "" if isinstance(read[0], Failure) else read[0].text
-
-
 def warn_language_conflicts(paths: List[Path], lang: str) -> None:
     """Warn when ``--lang`` contradicts the language MultiClinNER file names carry: the head
     of the wrong language gives poor entities without any error."""
@@ -146,20 +148,17 @@ def warn_language_conflicts(paths: List[Path], lang: str) -> None:
                    f"annotated as {lang} (use --lang auto to follow the names).", err=True)
 
 
-def find_inputs(source: Path, lang: str, recursive: bool,
-                encoding: str = "utf-8") -> Tuple[Dict[str, List[Path]], List[Failure], int]:
-    """``(files by language, failures so far, number of files)`` for INPUT, or a BadParameter
-    when INPUT holds nothing to read."""
+def open_source(source: Path, lang: str, recursive: bool, encoding: str, columns: Columns) -> Source:
+    """INPUT as a :class:`~dt4h_spacy.io.sources.Source`, or a BadParameter saying why it
+    cannot be one; for text files, warn where ``--lang`` contradicts their names."""
     try:
-        paths, failures = find_txt_files(source, recursive)
-    except OSError as err:
+        opened = Source.open(source, columns, recursive, encoding)
+    except (OSError, TableError) as err:
         raise typer.BadParameter(str(err), param_hint="INPUT") from err
-    if not paths and not failures:
-        hint = "" if recursive else " (use --recursive to include subfolders)"
-        raise typer.BadParameter(f"no .txt files in {source}{hint}.", param_hint="INPUT")
-    warn_language_conflicts(paths, lang)
-    groups, unrouted = group_by_language(paths, lang, encoding)
-    return groups, failures + unrouted, len(paths)
+    if columns.lang is not None and opened.columns is None:
+        raise typer.BadParameter("--lang-column is for tables; INPUT is text files.", param_hint="--lang-column")
+    warn_language_conflicts(opened.paths, lang)
+    return opened
 
 
 def prepare_output(output: Path) -> None:
@@ -217,102 +216,117 @@ def _lift_length_limit(nlp: Language) -> None:
         nlp.max_length = sys.maxsize
 
 
-def _language_pipeline(lang: str, source: Language) -> Language:
-    """``spacy.blank(lang)`` for the language's own tokenizer, sharing ``source``'s component."""
-    nlp = spacy.blank(spacy_lang(lang))
-    with warnings.catch_warnings():  # W113: blank pipelines have no vectors to differ in
-        warnings.filterwarnings("ignore", message=r".*\[W113\]")
-        nlp.add_pipe(FACTORY, source=source)
-    return nlp
+class Pipelines:
+    """The model, loaded once on the first document that needs it, and a tokenizer per language.
 
-
-def load_pipelines(groups: Dict[str, List[Path]], lang: str, model: Optional[str], checkpoint: Optional[str],
-                   base_model: Optional[str], settings: Dict[str, Any], failures: List[Failure],
-                   fallback: Optional[str] = None) -> Dict[str, Language]:
-    """One pipeline per language of ``groups``, all sharing one loaded network.
-
-    With ``--model`` the saved pipeline serves every language (docs are routed by
-    ``doc._.dt4h_lang``); otherwise each language gets ``spacy.blank(lang)`` for its own
-    tokenizer. Files of a language the model has no head for become failures, or, with
-    ``fallback``, are moved to that language's group in ``groups``; an explicit ``--lang`` or
-    ``fallback`` it lacks, an unusable model or mixing ``--model`` with ``--checkpoint`` is an
-    error (exit code 2). Nothing is loaded when no file is left to annotate.
+    Each document is routed (:func:`~dt4h_spacy.routing.route_language`), tokenized by its
+    language's spaCy tokenizer (``--model``: the pipeline's own) and tagged by the head of its
+    language; every language shares the one network. Nothing is loaded while no document
+    can be routed, so a folder of unroutable files fails fast without a model. The options
+    are plain values, so an engine can build the same object in another process.
     """
-    if model is not None and (checkpoint or base_model):
-        raise typer.BadParameter("use either --model or --checkpoint/--base-model, not both.", param_hint="--model")
-    if not groups:
-        return {}
-    try:
-        if model is not None:
-            check_pipeline_folder(Path(model))
-            loaded = spacy.load(model, config=_component_overrides(model, settings))
-        else:
-            loaded = spacy.blank("xx")
-            config = {key: value for key, value in (("checkpoint", checkpoint), ("base_model", base_model)) if value}
-            loaded.add_pipe(FACTORY, config={**config, **settings})
-        served = served_languages(loaded)
-        for given, hint in ((lang, "--lang"), (fallback, "--fallback-lang")):
+
+    def __init__(self, lang: str, model: Optional[str] = None, checkpoint: Optional[str] = None,
+                 base_model: Optional[str] = None, settings: Optional[Dict[str, Any]] = None,
+                 fallback: Optional[str] = None) -> None:
+        if model is not None and (checkpoint or base_model):
+            raise typer.BadParameter("use either --model or --checkpoint/--base-model, not both.",
+                                     param_hint="--model")
+        self.lang, self.model, self.checkpoint, self.base_model = lang, model, checkpoint, base_model
+        self.settings = dict(settings or {})
+        self.fallback = fallback
+        self._nlp: Optional[Language] = None
+        self._served: Optional[Set[str]] = None
+        self._own_tokenizer = model is not None  # a saved pipeline tokenizes with its own tokenizer
+        self._tokenizers: Dict[str, Callable[[str], Doc]] = {}
+
+    @classmethod
+    def of(cls, nlp: Language, lang: str = "auto") -> "Pipelines":
+        """Pipelines around an already loaded ``nlp`` (it tokenizes and tags every language)."""
+        pipelines = cls(lang)
+        pipelines._nlp, pipelines._served, pipelines._own_tokenizer = nlp, served_languages(nlp), True
+        return pipelines
+
+    def load(self) -> Language:
+        """The loaded pipeline. An unusable model, or an explicit ``--lang`` it has no head
+        for, ends the command (exit code 2)."""
+        if self._nlp is not None:
+            return self._nlp
+        try:
+            if self.model is not None:
+                check_pipeline_folder(Path(self.model))
+                nlp = spacy.load(self.model, config=_component_overrides(self.model, self.settings))
+            else:
+                nlp = spacy.blank("xx")
+                config = {key: value for key, value in (("checkpoint", self.checkpoint),
+                                                        ("base_model", self.base_model)) if value}
+                nlp.add_pipe(FACTORY, config={**config, **self.settings})
+            served = served_languages(nlp)
+        except (ImportError, OSError, ValueError) as err:  # CheckpointError is a ValueError; E048 an ImportError
+            error(str(err))
+            raise typer.Exit(2) from err
+        for given, hint in ((self.lang, "--lang"), (self.fallback, "--fallback-lang")):
             if served is not None and given not in (None, "auto", "detect") and given not in served:
                 raise typer.BadParameter(f"the model has no head for language {given!r}; it serves "
                                          f"{', '.join(sorted(served))}.", param_hint=hint)
-        for code in list(groups):
-            target = serving_language(code, served, fallback)
-            if target in (code, None):
-                continue
-            moved = groups.pop(code)
-            if target == fallback:
-                typer.echo(f"warning: {len(moved)} file(s) in {code}, which the model has no head for, are annotated "
-                           f"as {fallback} (--fallback-lang): {_shown([p.name for p in moved])}", err=True)
-            groups.setdefault(target, []).extend(moved)
-        pipelines: Dict[str, Language] = {}
-        for code, paths in groups.items():
-            if served is not None and code not in served:
-                failures.extend(Failure(path, f"the model has no head for language {code!r} (it serves "
-                                              f"{', '.join(sorted(served))}); pass --lang with one of them "
-                                              "to annotate it anyway") for path in paths)
-            else:
-                pipelines[code] = loaded if model is not None else _language_pipeline(code, loaded)
-    except (ImportError, OSError, ValueError) as err:  # CheckpointError is a ValueError; E048 an ImportError
-        error(str(err))
-        raise typer.Exit(2) from err
-    for nlp in pipelines.values():
         _lift_length_limit(nlp)
-    return pipelines
+        self._nlp, self._served = nlp, served
+        return nlp
 
+    def _tokenizer(self, code: str) -> Callable[[str], Doc]:
+        if code not in self._tokenizers:
+            if self._own_tokenizer:
+                self._tokenizers[code] = self.load().make_doc
+            else:
+                blank = spacy.blank(spacy_lang(code))
+                blank.max_length = sys.maxsize  # the pipeline is only dt4h_disease (see _lift_length_limit)
+                self._tokenizers[code] = blank.make_doc
+        return self._tokenizers[code]
 
-# ------------------------------------------------------------------------------ annotating
+    def make_doc(self, document: Document) -> Doc:
+        """``document`` tokenized and routed (``doc._.dt4h_lang``); a :class:`RoutingError`
+        when no head can take it, a ``ValueError`` when spaCy refuses the text."""
+        found = route_language(document.name, document.text, document.lang, self.lang)
+        self.load()
+        code = serving_language(found, self._served, self.fallback)
+        if code is None:
+            raise RoutingError(f"the model has no head for language {found!r} (it serves "
+                               f"{', '.join(sorted(self._served or ()))}); pass --lang with one of them to annotate "
+                               "it anyway")
+        if code == self.fallback and found != code:
+            typer.echo(f"warning: {document.name} is in {found}, which the model has no head for; annotated as "
+                       f"{code} (--fallback-lang)", err=True)
+        doc = self._tokenizer(code)(document.text)
+        doc._.dt4h_lang = code
+        return doc
 
+    def annotate(self, items: Iterable[Union[Document, Failure]], batch_size: int = 32,
+                 n_process: int = 1) -> Iterator[Union[AnnotatedDoc, Failure]]:
+        """Every item annotated, or a failure (it was one already, or cannot be routed or
+        tokenized), in input order for the annotated ones. ``n_process`` is spaCy's
+        ``nlp.pipe(n_process=…)``."""
+        failures: Deque[Failure] = deque()
 
-def annotate(pipelines: Dict[str, Language], groups: Dict[str, List[Path]], failures: List[Failure], progress: Any,
-             encoding: str = "utf-8", batch_size: int = 32, n_process: int = 1) -> Iterator[Tuple[str, Doc]]:
-    """(name, annotated doc) for every readable file; unreadable ones go to ``failures``.
-
-    ``progress`` is a tqdm bar, advanced once per file; ``n_process`` is spaCy's
-    ``nlp.pipe(n_process=…)``.
-    """
-    for lang, paths in groups.items():
-        nlp = pipelines.get(lang)
-        if nlp is None:  # no head for this language: already a failure
-            continue
-
-        def docs(nlp: Language = nlp, lang: str = lang, paths: List[Path] = paths) -> Iterator[Tuple[Doc, str]]:
-            for item in read_documents(paths, encoding):
+        def docs() -> Iterator[Tuple[Doc, Tuple[str, Union[str, Path]]]]:
+            for item in items:
                 if isinstance(item, Failure):
                     failures.append(item)
-                    progress.update(1)
                     continue
                 try:
-                    doc = nlp.make_doc(item.text)
-                except ValueError as err:  # e.g. [E088] longer than a --model pipeline's nlp.max_length
+                    yield self.make_doc(item), (item.name, item.path)
+                except ValueError as err:  # RoutingError; [E088] longer than a --model pipeline's nlp.max_length
                     failures.append(Failure(item.path, str(err)))
-                    progress.update(1)
-                    continue
-                doc._.dt4h_lang = lang
-                yield doc, item.name
 
-        for doc, name in nlp.pipe(docs(), as_tuples=True, batch_size=batch_size, n_process=n_process):
-            progress.update(1)
-            yield name, doc
+        stream = docs()
+        first = next(stream, None)  # loads the model, before nlp.pipe may fork its workers
+        if first is not None:
+            keys = spans_keys_of(self.load())
+            for doc, (name, path) in self.load().pipe(chain([first], stream), as_tuples=True,
+                                                      batch_size=batch_size, n_process=n_process):
+                while failures:
+                    yield failures.popleft()
+                yield AnnotatedDoc(name, doc.text, doc._.dt4h_lang, list(doc_mentions(name, doc, keys)), path)
+        yield from failures
 
 
 def doc_mentions(name: str, doc: Doc, spans_keys: Sequence[str] = (DEFAULT_SPANS_KEY,)) -> Iterator[Mention]:

@@ -8,14 +8,12 @@ not be used (reported, the rest was still processed), 2 bad options or an unusab
 """
 
 import json
-import sys
 import warnings
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, Iterator, List, Optional
+from typing import Annotated, Any, Iterator, Optional
 
 import typer
-from tqdm import tqdm
 
 from . import __version__
 from .batch import (
@@ -25,28 +23,38 @@ from .batch import (
     DeviceOption,
     EncodingOption,
     FallbackLangOption,
+    IdColumnOption,
     InputArgument,
+    LangColumnOption,
     LangOption,
     ModelOption,
+    Pipelines,
     QuietOption,
     RecursiveOption,
-    annotate,
-    doc_mentions,
+    TextColumnOption,
     error,
-    find_inputs,
-    load_pipelines,
+    open_source,
     prepare_output,
     report_failures,
-    spans_keys_of,
 )
 from .component import COMPAT_MODES
-from .corpus import build_docbins, read_brat_corpus, read_iob_csv, read_tsv_corpus, write_docbins
+from .corpus import (
+    build_docbins,
+    read_brat_corpus,
+    read_iob_csv,
+    read_tsv_corpus,
+    write_docbins,
+)
+from .engines.local import local_engine
 from .errors import EvaluationError
 from .evaluate import evaluate, format_table, strict_errors
 from .inference import PRECISIONS
+from .io.sinks import output_kind
+from .io.tables import Columns
+from .run import run_job
 from .textfiles import atomic_write
 from .training.command import TRAIN_CONTEXT, train_command
-from .tsv import COLUMNS, Mention, TSVError, format_rows, read_mentions, write_mentions
+from .tsv import COLUMNS, TSVError, format_rows, read_mentions
 from .visualize import visualize_command
 
 app = typer.Typer(
@@ -80,13 +88,26 @@ Precision = Enum("Precision", {name: name for name in PRECISIONS}, type=str)  # 
 Compat = Enum("Compat", {name: name for name in COMPAT_MODES}, type=str)  # the component's reading modes
 
 
+class EngineName(str, Enum):
+    """Where the annotate step runs (:mod:`dt4h_spacy.engines`)."""
+
+    local = "local"
+    ray = "ray"
+
+
 @app.command("predict")
 def predict_command(
     source: InputArgument,
-    output: Annotated[Path, typer.Argument(metavar="OUTPUT", help="MultiClinAI TSV to write (filename label start_span end_span text); "
-                                           "missing folders are created.", show_default=False)],
+    output: Annotated[Path, typer.Argument(
+        metavar="OUTPUT", help="File to write, by extension: .tsv (MultiClinAI TSV: filename label start_span end_span "
+                               "text; also any other name), .jsonl or .parquet (one row per mention: id label start "
+                               "end text score), .html (a displaCy page). Missing folders are created.",
+        show_default=False)],
     lang: LangOption = "auto",
     fallback_lang: FallbackLangOption = None,
+    id_column: IdColumnOption = "id",
+    text_column: TextColumnOption = "text",
+    lang_column: LangColumnOption = None,
     checkpoint: CheckpointOption = None,
     base_model: BaseModelOption = None,
     model: ModelOption = None,
@@ -95,7 +116,7 @@ def predict_command(
         "--min-score", min=0.0, max=1.0,
         help="Drop mentions whose score (mean probability of their words' labels) is below this.")] = 0.0,
     with_scores: Annotated[bool, typer.Option(
-        "--with-scores", help="Add a score column after text.")] = False,
+        "--with-scores", help="Add a score column after text (TSV; .jsonl and .parquet always have it).")] = False,
     batch_size: BatchSizeOption = 32,
     device: DeviceOption = "cpu",
     quantize: Annotated[bool, typer.Option(
@@ -109,42 +130,60 @@ def predict_command(
     compat: Annotated[Compat, typer.Option(
         "--compat", help="words: label spaCy's tokens (default). authors: the authors' published script, "
                          "exactly (raw text, its windows and vote; mentions may cross lines).")] = Compat.words,
+    resume: Annotated[bool, typer.Option(
+        "--resume", help="Continue an interrupted run into the same OUTPUT: documents already committed (in "
+                         "OUTPUT.parts/) are not annotated again.")] = False,
+    commit_every: Annotated[int, typer.Option(
+        "--commit-every", min=1, help="Commit progress (for --resume) every this many documents, and at least every "
+                                      "minute.")] = 256,
+    engine: Annotated[EngineName, typer.Option(
+        "--engine", help="local: this process (--n-process). ray: Ray Data with an actor pool of pipelines "
+                         "(pip install 'dt4h-spacy[ray]'), on a local Ray or the cluster of --ray-address.")
+    ] = EngineName.local,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Ray actors, each holding one pipeline.")] = 1,
+    gpus_per_worker: Annotated[float, typer.Option(
+        "--gpus-per-worker", min=0.0, help="GPUs each Ray actor reserves (e.g. 1, or 0.5 to share one); use with "
+                                           "--device cuda.")] = 0.0,
+    cpus_per_worker: Annotated[float, typer.Option(
+        "--cpus-per-worker", min=0.0, help="CPUs each Ray actor reserves; its torch threads unless --threads.")] = 1.0,
+    ray_address: Annotated[Optional[str], typer.Option(
+        "--ray-address", envvar="RAY_ADDRESS", help="Ray cluster to join (ray://host:10001 or auto). Default: a "
+                                                    "local Ray on this machine.", show_default=False)] = None,
     recursive: RecursiveOption = False,
     quiet: QuietOption = False,
 ) -> None:
-    """Annotate INPUT (a .txt file or a folder of them) and write the mentions as a MultiClinAI TSV.
+    """Annotate INPUT (.txt files or a table of documents) and write the mentions to OUTPUT.
 
-    Offsets index each file's own characters (decoded with --encoding, line endings as
-    stored, a leading BOM dropped). A file that cannot be read, has no language under
-    --lang auto, or is in a language the model has no head for is reported and skipped; the
-    others are still written. The TSV appears only when complete. Exit code 1 if any file failed.
+    Offsets index each document's own characters (files decoded with --encoding, line
+    endings as stored, a leading BOM dropped). A file or table row that cannot be read, has no
+    id or text, repeats an id, has no language under --lang auto, or is in a language the model
+    has no head for is reported and skipped; the others are still written. OUTPUT appears
+    only when complete. Exit code 1 if any document failed.
     """
-    groups, failures, total = find_inputs(source, lang, recursive, encoding)
+    opened = open_source(source, lang, recursive, encoding, Columns(id_column, text_column, lang_column))
     prepare_output(output)
+    kind = output_kind(output)
     settings = {"batch_size": batch_size, "device": device, "threshold": min_score, "quantize": quantize,
                 "precision": precision.value, "num_threads": threads, "compat": compat.value}
-    pipelines = load_pipelines(groups, lang, model, checkpoint, base_model, settings, failures, fallback_lang)
-    keys = spans_keys_of(next(iter(pipelines.values()))) if pipelines else []
+    pipelines = Pipelines(lang, model, checkpoint, base_model, settings, fallback_lang)
+    job = {**opened.describe(), "lang": lang, "fallback_lang": fallback_lang, "model": model, "checkpoint": checkpoint, "base_model": base_model,
+           "min_score": min_score, "compat": compat.value}
+    if engine is EngineName.ray:
+        from .engines.ray import ray_engine
 
-    mentions: List[Mention] = []
-    read = 0
-    try:
-        with tqdm(total=total, unit="file", file=sys.stderr, disable=quiet or not sys.stderr.isatty()) as progress:
-            for name, doc in annotate(pipelines, groups, failures, progress, encoding, batch_size, n_process):
-                read += 1
-                mentions.extend(doc_mentions(name, doc, keys))
-        report_failures(failures)
-        try:
-            write_mentions(output, mentions, with_scores)
-        except OSError as err:
-            error(f"cannot write {output}: {err}")
-            raise typer.Exit(1) from err
-    except KeyboardInterrupt:
-        error(f"interrupted; {output} was not written (a previous file there is unchanged).")
-        raise typer.Exit(130) from None
+        if kind == ".html":
+            raise typer.BadParameter("--engine ray writes mentions (.tsv, .jsonl, .parquet), not a page.",
+                                     param_hint="--engine")
+        annotate = ray_engine(pipelines, batch_size, workers, gpus_per_worker, cpus_per_worker, ray_address)
+    else:
+        annotate = local_engine(pipelines, batch_size, n_process)
+    outcome = run_job(opened, output, kind, annotate, job, with_scores=with_scores, resume=resume,
+                      commit_every=commit_every, quiet=quiet, title=lambda: f"{source.name} predictions")
     if not quiet:
-        typer.echo(f"{read} files read, {len(failures)} failed, {len(mentions)} mentions written to {output}")
-    if failures:
+        unit = "files" if opened.columns is None else "documents"
+        typer.echo(f"{outcome.read} {unit} read, {len(outcome.failures)} failed, {outcome.mentions} mentions written "
+                   f"to {output}")
+    if outcome.failures:
         raise typer.Exit(1)
 
 

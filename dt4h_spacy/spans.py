@@ -5,8 +5,9 @@ line), then stripped of leading and trailing punctuation tokens, as the authors 
 punctuation. Spans are token-aligned, so their text always equals the document's slice.
 """
 
+import bisect
 import re
-from typing import List, Sequence
+from typing import Callable, List, Optional, Sequence, Tuple, TypeVar
 
 import numpy
 from spacy.attrs import IDX, IS_SPACE, LENGTH
@@ -14,6 +15,8 @@ from spacy.tokens import Doc, Span
 
 from .decoding import WordEntity, decode_bio
 from .labels import LabelScheme
+
+T = TypeVar("T")
 
 LINE_BREAK = re.compile(r"[\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
 
@@ -77,19 +80,30 @@ def predicted_spans(
     return entity_spans(doc, words, decode_bio(label_ids, scheme, orphan_i), confidence)
 
 
-def non_overlapping(spans: Sequence[Span]) -> List[Span]:
+def _span_bounds(span: Span) -> Tuple[int, int, Optional[float]]:
+    return span.start_char, span.end_char, span._.dt4h_score
+
+
+def non_overlapping(
+    spans: Sequence[T], bounds: Callable[[T], Tuple[int, int, Optional[float]]] = _span_bounds
+) -> List[T]:
     """The spans ``doc.ents`` can hold, by one rule: the longer span (in characters) wins an
-    overlap, then the higher ``span._.dt4h_score``, then the earlier one; in document order.
+    overlap, then the higher score, then the earlier one; in document order. ``bounds`` gives
+    an item's ``(start_char, end_char, score)``, so rows (a page's mentions) follow the same rule.
 
     Heads of different entity types may tag overlapping text ("dolor torácico" a symptom,
     "torácico" inside a procedure); ``doc.spans`` keeps them all.
     """
-    ranked = sorted(spans, key=lambda s: (s.start_char - s.end_char, -(s._.dt4h_score or 0.0), s.start_char))
-    taken: set = set()
-    kept: List[Span] = []
-    for span in ranked:
-        tokens = range(span.start, span.end)
-        if not taken.intersection(tokens):
-            taken.update(tokens)
-            kept.append(span)
-    return sorted(kept, key=lambda s: s.start)
+    boxes = [(bounds(item), item) for item in spans]
+    boxes.sort(key=lambda box: (box[0][0] - box[0][1], -(box[0][2] or 0.0), box[0][0]))
+    starts: List[int] = []
+    ends: List[int] = []
+    kept: List[T] = []
+    for (start, end, _), item in boxes:
+        at = bisect.bisect_right(starts, start)
+        if (at and ends[at - 1] > start) or (at < len(starts) and starts[at] < end):
+            continue
+        starts.insert(at, start)
+        ends.insert(at, end)
+        kept.insert(at, item)
+    return kept

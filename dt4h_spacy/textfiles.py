@@ -16,7 +16,7 @@ import tempfile
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Dict, Iterable, Iterator, List, Tuple, Union
+from typing import IO, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 TXT_SUFFIX = ".txt"
 BOM = "\ufeff"
@@ -24,18 +24,21 @@ BOM = "\ufeff"
 
 @dataclass(frozen=True)
 class Document:
-    """A text file as read: ``name`` is the file name without ``.txt`` (the TSV's filename)."""
+    """A document as read: ``name`` is the TSV's filename (a file's name without ``.txt``, a
+    table row's id), ``path`` says where it came from (a file, or ``table.csv row 7``) and
+    ``lang`` is the language its table row gives, if any."""
 
     name: str
-    path: Path
+    path: Union[str, Path]
     text: str
+    lang: Optional[str] = None
 
 
 @dataclass(frozen=True)
 class Failure:
-    """A file (or folder) that could not be read, with a reason a person can act on."""
+    """A file, folder or table row that could not be used, with a reason a person can act on."""
 
-    path: Path
+    path: Union[str, Path]
     reason: str
 
     def __str__(self) -> str:

@@ -14,7 +14,17 @@ for every reader, so we do not rely on it.)
 import csv
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import (
+    Dict,
+    Iterable,
+    Iterator,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+)
 
 from .textfiles import atomic_write
 
@@ -152,19 +162,30 @@ def format_rows(columns: Sequence[str], rows: Iterable[Sequence[object]]) -> str
     return "\n".join(lines) + "\n"
 
 
+def _mention_rows(mentions: Iterable[Mention], with_scores: bool) -> Iterator[Sequence[object]]:
+    for m in mentions:
+        row: Tuple[object, ...] = (m.filename, m.label, m.start, m.end, m.text)
+        yield (*row, "" if m.score is None else f"{m.score:.4f}") if with_scores else row
+
+
 def format_mentions(mentions: Iterable[Mention], with_scores: bool = False) -> str:
     """The TSV text for ``mentions`` (header included), in the order given; ``with_scores``
     adds a ``score`` column (4 decimals, empty when unknown) after ``text``."""
-    if not with_scores:
-        return format_rows(COLUMNS, ((m.filename, m.label, m.start, m.end, m.text) for m in mentions))
-    return format_rows(
-        (*COLUMNS, SCORE_COLUMN),
-        ((m.filename, m.label, m.start, m.end, m.text, "" if m.score is None else f"{m.score:.4f}") for m in mentions),
-    )
+    return format_rows((*COLUMNS, SCORE_COLUMN) if with_scores else COLUMNS, _mention_rows(mentions, with_scores))
+
+
+def write_sorted_mentions(path: Union[str, Path], mentions: Iterable[Mention], with_scores: bool = False) -> int:
+    """Write ``mentions`` in the order given, one row at a time (memory stays flat), atomically
+    (see :func:`atomic_write`); returns how many were written."""
+    count = 0
+    with atomic_write(path) as handle:
+        handle.write("\t".join((*COLUMNS, SCORE_COLUMN) if with_scores else COLUMNS) + "\n")
+        for row in _mention_rows(mentions, with_scores):
+            handle.write("\t".join(_field(value) for value in row) + "\n")
+            count += 1
+    return count
 
 
 def write_mentions(path: Union[str, Path], mentions: Iterable[Mention], with_scores: bool = False) -> None:
     """Write ``mentions`` sorted by filename then start, atomically (see :func:`atomic_write`)."""
-    text = format_mentions(sorted(mentions, key=sort_key), with_scores)
-    with atomic_write(path) as handle:
-        handle.write(text)
+    write_sorted_mentions(path, sorted(mentions, key=sort_key), with_scores)

@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import List
 
 import spacy
-from tqdm import tqdm
 
-from dt4h_spacy.batch import annotate, doc_mentions, group_by_language, served_languages
+from dt4h_spacy.batch import Pipelines, served_languages
 from dt4h_spacy.evaluate import evaluate, format_table
-from dt4h_spacy.textfiles import document_name, find_txt_files
+from dt4h_spacy.filenames import lang_from_filename
+from dt4h_spacy.textfiles import Failure, document_name, find_txt_files, read_documents
 from dt4h_spacy.tsv import Mention, read_mentions, write_mentions
 
 
@@ -38,18 +38,22 @@ def main() -> int:
     if not pipelines:
         parser.error(f"no pipelines (folders with config.cfg) in {args.pipelines}")
     paths, failures = find_txt_files(args.texts, recursive=True)
-    groups, unrouted = group_by_language(paths, "auto")
-    failures += unrouted
     predicted: List[Mention] = []
     for path in pipelines:
-        nlp = spacy.load(path)
-        served = served_languages(nlp)
-        own = {lang: files for lang, files in groups.items() if files and (served is None or lang in served)}
-        docs = list(annotate(dict.fromkeys(own, nlp), own, failures, tqdm(disable=True)))
-        predicted.extend(m for name, doc in docs for m in doc_mentions(name, doc))
-        print(f"{path.name}: {len(docs)} documents annotated")
-        annotated = {name for name, _ in docs}
-        groups = {lang: [txt for txt in files if document_name(txt) not in annotated] for lang, files in groups.items()}
+        pipeline = Pipelines.of(spacy.load(path))
+        served = served_languages(pipeline.load())
+        own = [txt for txt in paths if served is None or lang_from_filename(txt.name) in served]
+        annotated = set()
+        for item in pipeline.annotate(read_documents(own)):
+            if isinstance(item, Failure):
+                failures.append(item)
+            else:
+                predicted.extend(item.mentions)
+                annotated.add(item.name)
+        print(f"{path.name}: {len(annotated)} documents annotated")
+        failed = {failure.path for failure in failures}
+        paths = [txt for txt in paths if document_name(txt) not in annotated and txt not in failed]
+    failures.extend(Failure(txt, "no pipeline serves its language (or the name carries none)") for txt in paths)
     for failure in failures:
         print(f"error: skipped {failure}", file=sys.stderr)
     result = evaluate(read_mentions(args.gold), predicted, args.entity)

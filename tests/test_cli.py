@@ -13,12 +13,19 @@ import torch
 from typer.testing import CliRunner
 
 import dt4h_spacy
-from dt4h_spacy import batch
+from dt4h_spacy.batch import normalize_lang
 from dt4h_spacy.cli import app
 from dt4h_spacy.evaluate import evaluate_files
 from dt4h_spacy.filenames import lang_from_filename
-from dt4h_spacy.batch import normalize_lang
-from dt4h_spacy.textfiles import Document, Failure, document_name, find_txt_files, read_documents, read_text
+from dt4h_spacy.io import sources
+from dt4h_spacy.textfiles import (
+    Document,
+    Failure,
+    document_name,
+    find_txt_files,
+    read_documents,
+    read_text,
+)
 from dt4h_spacy.tsv import Mention, format_mentions, read_mentions
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -356,14 +363,14 @@ def test_predict_missing_checkpoint_is_a_clear_error(tmp_path, tiny_base_model):
 
 
 def test_interrupted_predict_leaves_no_output(corpus, tmp_path, tiny_checkpoint, tiny_base_model, monkeypatch):
-    real = batch.read_documents
+    real = sources.read_documents
 
     def interrupted(paths, encoding):
         items = real(paths, encoding)
         yield next(items)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(batch, "read_documents", interrupted)
+    monkeypatch.setattr(sources, "read_documents", interrupted)
     result = run("predict", corpus, tmp_path / "out.tsv", "--checkpoint", tiny_checkpoint,
                  "--base-model", tiny_base_model)
     assert result.exit_code != 0

@@ -94,7 +94,7 @@ def test_fallback_language_annotates_a_language_without_head(mixed_folder, tmp_p
     result = run("predict", mixed_folder, tmp_path / "out.tsv", "--fallback-lang", "ES", "--checkpoint",
                  trained_checkpoint, "--base-model", tiny_base_model)  # --lang auto: a name, else detection
     assert result.exit_code == 0, result.output
-    assert "warning: 1 file(s) in en, which the model has no head for, are annotated as es" in result.stderr
+    assert "warning: discharge is in en, which the model has no head for; annotated as es (--fallback-lang)" in result.stderr
     assert "5 files read, 0 failed" in result.stdout
     refused = run("predict", mixed_folder, tmp_path / "x.tsv", "--fallback-lang", "en", "--checkpoint",
                   trained_checkpoint, "--base-model", tiny_base_model)

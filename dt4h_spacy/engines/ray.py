@@ -1,0 +1,159 @@
+"""The Ray engine: Ray Data reads INPUT, ``map_batches`` sends it through an actor pool of
+pipelines (one loaded model per actor, CPU or GPU), and the rows stream back here, where
+they are checked, committed and written exactly as by the local engine.
+
+Ray runs on this machine unless ``--ray-address`` (or ``RAY_ADDRESS``) names a cluster;
+there INPUT must be readable by every node (shared storage or object store). Order is
+preserved, so each result row is its input row: row numbers in messages and the "first
+id wins" rule for duplicates mean the same as with the local engine.
+"""
+
+import json
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Set, Union
+
+import pyarrow
+import pyarrow.csv
+import typer
+
+from ..batch import Pipelines, error
+from ..io.sinks import AnnotatedDoc
+from ..io.sources import Source
+from ..io.tables import FirstSeen, parquet_parts, row_document
+from ..run import Engine
+from ..textfiles import Document, Failure, document_name, read_documents
+from ..tsv import Mention
+
+READ_CPUS = 0.25
+
+
+def _import_ray() -> Any:
+    try:
+        import ray
+        import ray.data  # noqa: F401  (the data extra)
+    except ImportError as err:
+        error(f"--engine ray needs Ray Data: pip install 'dt4h-spacy[ray]' ({err}).")
+        raise typer.Exit(2) from err
+    return ray
+
+
+class PipelineActor:
+    """One pipeline per Ray actor; ``__call__`` annotates a batch of input rows and returns
+    one result row per input row (a failure's reason, or the mentions as JSON)."""
+
+    def __init__(self, pipelines: Pipelines, source: Source, done: Set[str], batch_size: int) -> None:
+        self.pipelines, self.source, self.done, self.batch_size = pipelines, source, done, batch_size
+
+    def _documents(self, rows: List[Dict[str, Any]]) -> Iterator[Union[Document, Failure]]:
+        if self.source.columns is None:  # text files: rows name the files, read here
+            for index, item in enumerate(read_documents([Path(row["path"]) for row in rows], self.source.encoding)):
+                yield Document(item.name, str(index), item.text) if isinstance(item, Document) else \
+                    Failure(str(index), item.reason)
+            return
+        for index, row in enumerate(rows):
+            yield row_document(row, self.source.columns, str(index))
+
+    def __call__(self, batch: pyarrow.Table) -> pyarrow.Table:
+        rows = batch.to_pylist()
+        results: List[Dict[str, Any]] = [
+            {"id": None, "where": row.get("path"), "error": None, "done": False, "mentions": "[]"} for row in rows]
+        todo: List[Union[Document, Failure]] = []
+        for item in self._documents(rows):
+            result = results[int(item.path)]
+            if isinstance(item, Document):
+                result["id"] = item.name
+                result["done"] = item.name in self.done
+                if result["done"]:
+                    continue
+            todo.append(item)
+        for item in self.pipelines.annotate(todo, self.batch_size):
+            if isinstance(item, Failure):
+                results[int(item.path)]["error"] = item.reason
+            else:
+                results[int(item.path)]["mentions"] = json.dumps(
+                    [[m.label, m.start, m.end, m.text, m.score] for m in item.mentions], ensure_ascii=False)
+        return pyarrow.Table.from_pylist(results, schema=pyarrow.schema(
+            [("id", pyarrow.string()), ("where", pyarrow.string()), ("error", pyarrow.string()),
+             ("done", pyarrow.bool_()), ("mentions", pyarrow.string())]))
+
+
+def _dataset(ray: Any, source: Source) -> Any:
+    """INPUT as a Ray dataset whose rows carry the file they come from (``path``). Reading
+    reserves a quarter CPU per task, so an actor pool that takes every CPU cannot starve it."""
+    path = str(source.path)
+    light = {"num_cpus": READ_CPUS}
+    if source.columns is None:
+        return ray.data.from_items([{"path": str(p)} for p in source.paths])
+    columns = source.columns.names
+    suffix = source.path.suffix.lower()
+    if source.path.is_dir() or suffix == ".parquet":
+        return ray.data.read_parquet([str(p) for p in parquet_parts(source.path)], columns=columns,
+                                     include_paths=True, **light)
+    if suffix == ".jsonl":
+        return ray.data.read_json(path, lines=True, include_paths=True, **light)
+    return ray.data.read_csv(
+        path, include_paths=True, **light,
+        parse_options=pyarrow.csv.ParseOptions(delimiter="\t" if suffix == ".tsv" else ",", newlines_in_values=True),
+        convert_options=pyarrow.csv.ConvertOptions(include_columns=columns,
+                                                   column_types={name: pyarrow.string() for name in columns}))
+
+
+def ray_engine(pipelines: Pipelines, batch_size: int = 32, workers: int = 1, gpus_per_worker: float = 0.0,
+               cpus_per_worker: float = 1.0, address: Optional[str] = None) -> Engine:
+    """An engine that runs ``pipelines`` on ``workers`` Ray actors, each reserving
+    ``cpus_per_worker`` CPUs (its torch threads, unless ``--threads`` says otherwise) and
+    ``gpus_per_worker`` GPUs; Ray is started here (or joined at ``address``) if it is not
+    running in this process yet."""
+    ray = _import_ray()
+    if pipelines.settings.get("num_threads") is None:
+        pipelines.settings["num_threads"] = max(1, int(cpus_per_worker))
+
+    def annotate(source: Source, done: Set[str]) -> Iterator[Union[AnnotatedDoc, Failure]]:
+        started = not ray.is_initialized()
+        if started:
+            ray.init(address=address, include_dashboard=False, log_to_driver=True)
+        try:
+            context = ray.data.DataContext.get_current()
+            context.execution_options.preserve_order = True
+            context.enable_progress_bars = False
+            dataset = _dataset(ray, source).map_batches(
+                PipelineActor, fn_constructor_kwargs={"pipelines": pipelines, "source": source, "done": done,
+                                                      "batch_size": batch_size},
+                batch_size=batch_size, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(min_size=1, max_size=workers),
+                num_cpus=cpus_per_worker,
+                num_gpus=gpus_per_worker)
+            yield from _results(dataset.iter_batches(batch_size=None, batch_format="pyarrow"), source)
+        except ray.exceptions.RayError as err:
+            error(f"the Ray workers failed: {err}")
+            raise typer.Exit(2) from err
+        finally:
+            if started:
+                ray.shutdown()
+
+    return annotate
+
+
+def _results(batches: Iterator[pyarrow.Table], source: Source) -> Iterator[Union[AnnotatedDoc, Failure]]:
+    """The result rows as the local engine gives them: failures named by file or table row,
+    later copies of an id refused, documents done by an earlier run left out."""
+    first_seen = FirstSeen()
+    numbers: Dict[str, int] = {}
+    files = parquet_parts(source.path) if source.path.is_dir() else [source.path]
+    shown = {str(path.resolve()): str(path) for path in files}  # Ray names files by their absolute path
+    for batch in batches:
+        for row in batch.to_pylist():
+            origin = row["where"]
+            numbers[origin] = numbers.get(origin, 0) + 1
+            where = origin if source.columns is None else f"{shown.get(origin, origin)} row {numbers[origin]}"
+            if row["error"] is not None:
+                yield Failure(where, row["error"])
+                continue
+            checked = first_seen(Document(row["id"] if source.columns is not None else document_name(origin), where, ""))
+            if isinstance(checked, Failure):
+                yield checked
+            elif not row["done"]:
+                mentions = [Mention(checked.name, label, start, end, text, score)
+                            for label, start, end, text, score in json.loads(row["mentions"])]
+                yield AnnotatedDoc(checked.name, "", "", mentions)
+
+

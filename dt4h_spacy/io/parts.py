@@ -1,0 +1,131 @@
+"""Durable progress of a long run, so that ``--resume`` continues it after any crash.
+
+Annotated documents are committed in parts beside OUTPUT (``OUTPUT.parts/part-00000001.jsonl``):
+each part is written to a temporary file, fsynced and renamed into place, then the folder
+is fsynced, so after a power cut a part is either complete or absent. A part's first line
+lists its documents (also those without mentions); the rest are its mentions sorted in
+output order. The final OUTPUT is a k-way merge of the parts (an external merge sort in
+passes of :data:`FAN_IN` files), written atomically; then the folder is removed.
+``job.json`` records the settings that decide the rows, so a resume with other settings is
+refused instead of mixing two runs' rows.
+"""
+
+import heapq
+import json
+import os
+import shutil
+from contextlib import suppress
+from pathlib import Path
+from typing import Any, Dict, Iterable, Iterator, List, Set
+
+from ..tsv import Mention, sort_key
+
+FAN_IN = 64
+JOB_FILE = "job.json"
+
+
+class PartsError(ValueError):
+    """Leftovers that cannot be used as asked; the message names the folder and the way out."""
+
+
+def parts_folder(output: Path) -> Path:
+    return output.with_name(output.name + ".parts")
+
+
+def _fsync_folder(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_run(path: Path, documents: Iterable[str], mentions: Iterable[Mention]) -> None:
+    with open(path, "w", encoding="utf-8", newline="\n") as handle:
+        handle.write(json.dumps({"documents": list(documents)}, ensure_ascii=False) + "\n")
+        for m in mentions:
+            handle.write(json.dumps([m.filename, m.label, m.start, m.end, m.text, m.score], ensure_ascii=False) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _read_documents(path: Path) -> List[str]:
+    with open(path, encoding="utf-8") as handle:
+        return json.loads(handle.readline())["documents"]
+
+
+def _read_mentions(path: Path) -> Iterator[Mention]:
+    with open(path, encoding="utf-8") as handle:
+        handle.readline()
+        for line in handle:
+            name, label, start, end, text, score = json.loads(line)
+            yield Mention(name, label, start, end, text, score)
+
+
+class Parts:
+    """The committed parts of one run into OUTPUT."""
+
+    def __init__(self, output: Path, job: Dict[str, Any]) -> None:
+        self.folder = parts_folder(output)
+        self.job = job
+        self.paths: List[Path] = []
+
+    def open(self, resume: bool) -> Set[str]:
+        """The documents already committed (empty for a new run). Without ``resume``,
+        leftovers of an earlier run are refused, never mixed in nor silently deleted."""
+        if not self.folder.exists():
+            return set()
+        if not resume:
+            raise PartsError(f"{self.folder} holds the progress of an interrupted run into the same OUTPUT; pass "
+                             f"--resume to continue it, or delete that folder to start over.")
+        saved = self.job
+        with suppress(OSError, ValueError):  # no job.json yet: the first part was never committed
+            saved = json.loads((self.folder / JOB_FILE).read_text(encoding="utf-8"))
+        if saved != self.job:
+            changed = sorted(k for k in set(saved) | set(self.job) if saved.get(k) != self.job.get(k))
+            raise PartsError(f"{self.folder} was written with other settings ({', '.join(changed)}); resume with "
+                             "the same options, or delete that folder to start over.")
+        for leftover in self.folder.glob("*.tmp"):
+            leftover.unlink()
+        shutil.rmtree(self.folder / "merge", ignore_errors=True)
+        self.paths = sorted(self.folder.glob("part-*.jsonl"))
+        return {name for path in self.paths for name in _read_documents(path)}
+
+    def commit(self, documents: List[str], mentions: List[Mention]) -> None:
+        """Make ``documents`` (and their ``mentions``) durable: after this returns, a crash
+        does not lose them."""
+        if not self.folder.exists():
+            self.folder.mkdir()
+        if not (self.folder / JOB_FILE).exists():
+            with open(self.folder / JOB_FILE, "w", encoding="utf-8") as handle:
+                handle.write(json.dumps(self.job, indent=1) + "\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+        number = int(self.paths[-1].stem.split("-")[1]) + 1 if self.paths else 1
+        target = self.folder / f"part-{number:08d}.jsonl"
+        temporary = target.with_suffix(".tmp")
+        _write_run(temporary, documents, sorted(mentions, key=sort_key))
+        os.replace(temporary, target)
+        _fsync_folder(self.folder)
+        self.paths.append(target)
+
+    def merged(self, pending: List[Mention]) -> Iterator[Mention]:
+        """Every committed mention and ``pending``, in output order; at most :data:`FAN_IN`
+        files are open at a time."""
+        runs = list(self.paths)
+        scratch = self.folder / "merge"
+        level = 0
+        while len(runs) >= FAN_IN:
+            scratch.mkdir(parents=True, exist_ok=True)
+            merged: List[Path] = []
+            for i in range(0, len(runs), FAN_IN):
+                target = scratch / f"{level}-{i // FAN_IN}.jsonl"
+                group = runs[i: i + FAN_IN]
+                _write_run(target, [], heapq.merge(*map(_read_mentions, group), key=sort_key))
+                merged.append(target)
+            runs, level = merged, level + 1
+        return heapq.merge(*map(_read_mentions, runs), sorted(pending, key=sort_key), key=sort_key)
+
+    def remove(self) -> None:
+        """Drop the parts once OUTPUT holds them all."""
+        shutil.rmtree(self.folder, ignore_errors=True)

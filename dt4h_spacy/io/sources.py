@@ -1,0 +1,57 @@
+"""INPUT as a stream of documents: a ``.txt`` file, a folder of them, or a table.
+
+Both kinds give :class:`~dt4h_spacy.textfiles.Document` items (or
+:class:`~dt4h_spacy.textfiles.Failure` items for what cannot be used) to the same annotate
+step, so everything after reading is one path whatever the input.
+"""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional, Union
+
+from ..textfiles import Document, Failure, find_txt_files, read_documents
+from .tables import Columns, check_table, count_rows, is_table, read_table
+
+
+@dataclass
+class Source:
+    """What INPUT holds and how to read it; ``columns`` is None for text files."""
+
+    path: Path
+    columns: Optional[Columns] = None
+    recursive: bool = False
+    encoding: str = "utf-8"
+    paths: List[Path] = field(default_factory=list)
+    failures: List[Failure] = field(default_factory=list)
+
+    @classmethod
+    def open(cls, path: Path, columns: Columns, recursive: bool = False, encoding: str = "utf-8") -> "Source":
+        """The source at ``path``. Raises ``OSError`` when INPUT is unusable, ``FileNotFoundError``
+        when it holds nothing to read, :class:`~dt4h_spacy.io.tables.TableError` for a table
+        that cannot be read (the messages say why)."""
+        if path.exists() and is_table(path):
+            check_table(path, columns)
+            return cls(path, columns)
+        paths, failures = find_txt_files(path, recursive)
+        if not paths and not failures:
+            hint = "" if recursive else " (use --recursive to include subfolders)"
+            raise FileNotFoundError(f"no .txt files in {path}{hint}.")
+        return cls(path, None, recursive, encoding, paths, failures)
+
+    @property
+    def total(self) -> Optional[int]:
+        """Documents in INPUT when known without reading it (text files, Parquet)."""
+        return len(self.paths) + len(self.failures) if self.columns is None else count_rows(self.path)
+
+    def documents(self) -> Iterator[Union[Document, Failure]]:
+        """Every document in order, and a failure for each one that cannot be read."""
+        if self.columns is None:
+            yield from self.failures
+            yield from read_documents(self.paths, self.encoding)
+        else:
+            yield from read_table(self.path, self.columns)
+
+    def describe(self) -> Dict[str, object]:
+        """What decides which documents a run reads (recorded to check a ``--resume``)."""
+        return {"input": str(self.path.resolve()), "columns": None if self.columns is None else self.columns.names,
+                "recursive": self.recursive, "encoding": self.encoding}

@@ -1,0 +1,212 @@
+"""Tables of documents (Parquet, CSV, TSV, JSON lines) read as a stream of documents.
+
+An EHR extract of millions of notes does not fit in memory, so tables are read in record
+batches (Arrow), a few thousand rows at a time, and each row becomes a
+:class:`~dt4h_spacy.textfiles.Document` named by its id. A row that cannot be used (no id, no
+text, an id seen before, a malformed CSV line or JSON line) becomes a
+:class:`~dt4h_spacy.textfiles.Failure` naming the table and the row number (1 = the first
+row after the header), and the rest is still read.
+"""
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+
+import pyarrow
+import pyarrow.csv
+import pyarrow.parquet
+
+from ..textfiles import Document, Failure
+
+TABLE_SUFFIXES = (".parquet", ".csv", ".tsv", ".jsonl")
+BATCH_ROWS = 1024
+
+
+class TableError(ValueError):
+    """A table that cannot be read at all (missing column, unreadable file); the message says why."""
+
+
+@dataclass(frozen=True)
+class Columns:
+    """Which columns hold a document's id, its text and (optionally) its language."""
+
+    id: str = "id"
+    text: str = "text"
+    lang: Optional[str] = None
+
+    @property
+    def names(self) -> List[str]:
+        return [self.id, self.text] + ([self.lang] if self.lang else [])
+
+
+def parquet_parts(path: Path) -> List[Path]:
+    """The ``.parquet`` files of a folder of parts (sorted), or the file itself."""
+    if path.is_dir():
+        return sorted(p for p in path.iterdir() if p.suffix.lower() == ".parquet" and p.is_file())
+    return [path]
+
+
+def is_table(path: Path) -> bool:
+    """Whether INPUT is a table: a file with a table suffix, or a folder of Parquet parts
+    and no ``.txt`` files."""
+    if path.is_dir():
+        names = [p.name.lower() for p in path.iterdir()]
+        return any(n.endswith(".parquet") for n in names) and not any(n.endswith(".txt") for n in names)
+    return path.suffix.lower() in TABLE_SUFFIXES
+
+
+def row_document(values: Dict[str, Any], columns: Columns, where: str) -> Union[Document, Failure]:
+    """One row as a document, or the reason it cannot be one. Ids are read as text, so
+    ``7`` and ``"7"`` name the same document; an empty text is a (empty) document."""
+    doc_id, text = values.get(columns.id), values.get(columns.text)
+    if doc_id is None or str(doc_id).strip() == "":
+        return Failure(where, f"missing id (column {columns.id!r})")
+    if text is None:
+        return Failure(where, f"missing text (column {columns.text!r})")
+    if not isinstance(text, str):
+        return Failure(where, f"text (column {columns.text!r}) is {type(text).__name__}, not a string")
+    lang = values.get(columns.lang) if columns.lang else None
+    return Document(str(doc_id), where, text, str(lang) if lang not in (None, "") else None)
+
+
+def _check_columns(found: Sequence[str], columns: Columns, source: Path) -> None:
+    missing = [name for name in columns.names if name not in found]
+    if missing:
+        options = {columns.id: "--id-column", columns.text: "--text-column", columns.lang: "--lang-column"}
+        raise TableError(f"{source} has no column {', '.join(repr(m) for m in missing)} (it has "
+                         f"{', '.join(found) or 'none'}); name the right one with "
+                         f"{', '.join(options[m] for m in missing)}.")
+
+
+Row = Tuple[str, Union[Dict[str, Any], str]]  # (where, the row's values or why it is unusable)
+
+
+def _parquet_file(part: Path) -> pyarrow.parquet.ParquetFile:
+    try:
+        return pyarrow.parquet.ParquetFile(part)
+    except (OSError, pyarrow.ArrowException) as err:
+        raise TableError(f"cannot read {part} as Parquet: {err}") from err
+
+
+def _csv_options(path: Path, on_invalid: Any = None) -> pyarrow.csv.ParseOptions:
+    return pyarrow.csv.ParseOptions(delimiter="\t" if path.suffix.lower() == ".tsv" else ",",
+                                    newlines_in_values=True, invalid_row_handler=on_invalid)
+
+
+def check_table(path: Path, columns: Columns) -> None:
+    """Raise :class:`TableError` when the table cannot be read at all or lacks a column
+    (JSON lines are checked row by row)."""
+    suffix = path.suffix.lower()
+    if path.is_dir() or suffix == ".parquet":
+        parts = parquet_parts(path)
+        if not parts:
+            raise TableError(f"no .parquet files in {path}.")
+        for part in parts:
+            _check_columns(_parquet_file(part).schema_arrow.names, columns, part)
+    elif suffix != ".jsonl":
+        try:
+            header = pyarrow.csv.open_csv(path, read_options=pyarrow.csv.ReadOptions(use_threads=False),
+                                          parse_options=_csv_options(path, lambda row: "skip")).schema.names
+        except (OSError, pyarrow.ArrowException) as err:
+            raise TableError(f"cannot read {path} as {suffix[1:].upper()}: {err}") from err
+        _check_columns(header, columns, path)
+
+
+def _parquet_rows(path: Path, columns: Columns) -> Iterator[Row]:
+    for part in parquet_parts(path):
+        handle = _parquet_file(part)
+        number = 0
+        for batch in handle.iter_batches(batch_size=BATCH_ROWS, columns=columns.names):
+            for values in batch.to_pylist():
+                number += 1
+                yield f"{part} row {number}", values
+
+
+def _csv_rows(path: Path, columns: Columns) -> Iterator[Row]:
+    """CSV/TSV rows; quoted values may span lines. A line with the wrong number of fields
+    is a failure (pyarrow skips it and tells us its number)."""
+    skipped: Dict[int, str] = {}
+
+    def on_invalid(row: Any) -> str:
+        skipped[row.number - 1] = f"expected {row.expected_columns} fields like the header, got {row.actual_columns}"
+        return "skip"
+
+    try:
+        reader = pyarrow.csv.open_csv(
+            path, read_options=pyarrow.csv.ReadOptions(use_threads=False, block_size=1 << 20),
+            parse_options=_csv_options(path, on_invalid),
+            convert_options=pyarrow.csv.ConvertOptions(include_columns=columns.names,
+                                                       column_types={n: pyarrow.string() for n in columns.names}))
+    except (OSError, pyarrow.ArrowException) as err:
+        raise TableError(f"cannot read {path} as {path.suffix[1:].upper()}: {err}") from err
+    number = 0
+    for batch in reader:
+        for values in batch.to_pylist():
+            number += 1
+            while number in skipped:
+                yield f"{path} row {number}", skipped.pop(number)
+                number += 1
+            yield f"{path} row {number}", values
+    for row in sorted(skipped):
+        yield f"{path} row {row}", skipped[row]
+
+
+def _jsonl_rows(path: Path, columns: Columns) -> Iterator[Row]:
+    """JSON lines, parsed line by line: Arrow's JSON reader stops at the first bad line,
+    and one bad line must cost only itself."""
+    try:
+        handle = open(path, encoding="utf-8")
+    except OSError as err:
+        raise TableError(f"cannot read {path}: {err.strerror or err}") from err
+    with handle:
+        try:
+            for number, line in enumerate(handle, 1):
+                if not line.strip():
+                    continue
+                try:
+                    values = json.loads(line)
+                except ValueError as err:
+                    yield f"{path} row {number}", f"not valid JSON ({err})"
+                    continue
+                yield f"{path} row {number}", values if isinstance(values, dict) else "not a JSON object"
+        except UnicodeDecodeError as err:
+            raise TableError(f"{path}: not valid UTF-8 ({err.reason} at byte {err.start}); re-save it as UTF-8") from err
+
+
+def read_table(path: Path, columns: Columns) -> Iterator[Union[Document, Failure]]:
+    """Each row of the table at ``path`` (see :func:`check_table`) as a document or a
+    failure, in table order."""
+    suffix = path.suffix.lower()
+    if path.is_dir() or suffix == ".parquet":
+        rows = _parquet_rows(path, columns)
+    elif suffix == ".jsonl":
+        rows = _jsonl_rows(path, columns)
+    else:
+        rows = _csv_rows(path, columns)
+    first_seen = FirstSeen()
+    for where, values in rows:
+        yield Failure(where, values) if isinstance(values, str) else first_seen(row_document(values, columns, where))
+
+
+class FirstSeen:
+    """Turns a document whose id was seen before into a failure that points at the first."""
+
+    def __init__(self) -> None:
+        self.seen: Dict[str, str] = {}
+
+    def __call__(self, item: Union[Document, Failure]) -> Union[Document, Failure]:
+        if isinstance(item, Failure):
+            return item
+        first = self.seen.setdefault(item.name, str(item.path))
+        if first != str(item.path):
+            return Failure(item.path, f"duplicate id {item.name!r} (first at {first}); ids name the documents in "
+                                      "the output, so each must be unique")
+        return item
+
+
+def count_rows(path: Path) -> Optional[int]:
+    """Rows of a Parquet table, from its metadata without reading it; None for other formats."""
+    if path.is_dir() or path.suffix.lower() == ".parquet":
+        return sum(pyarrow.parquet.ParquetFile(p).metadata.num_rows for p in parquet_parts(path))
+    return None

@@ -1,0 +1,106 @@
+"""One path for every annotation run: source → engine (annotate in batches) → sink.
+
+``predict`` and ``visualize`` both call :func:`run_job`; the engine (local, Ray) only
+decides where the annotate step runs. Mention outputs are committed in durable parts as the
+run goes (:mod:`dt4h_spacy.io.parts`), so a crash costs at most ``commit_every`` documents
+or :data:`COMMIT_SECONDS` of work and ``--resume`` continues; OUTPUT itself appears only
+when complete.
+"""
+
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, Set, Union
+
+import typer
+from tqdm import tqdm
+
+from .batch import error, report_failures
+from .io.parts import Parts, PartsError, parts_folder
+from .io.sinks import MENTION_WRITERS, AnnotatedDoc, write_html
+from .io.sources import Source
+from .textfiles import Failure
+from .tsv import Mention
+
+COMMIT_SECONDS = 60.0
+
+Engine = Callable[[Source, Set[str]], Iterator[Union[AnnotatedDoc, Failure]]]
+
+
+@dataclass
+class Outcome:
+    """What a run did, for the command's summary."""
+
+    read: int = 0
+    mentions: int = 0
+    failures: List[Failure] = field(default_factory=list)
+    documents: List[AnnotatedDoc] = field(default_factory=list)
+
+
+def run_job(source: Source, output: Path, kind: str, engine: Engine, job: Dict[str, Any], *, with_scores: bool = False,
+            resume: bool = False, commit_every: int = 256, quiet: bool = False, title: Callable[[], str] = str,
+            spans: bool = False) -> Outcome:
+    """Annotate ``source`` with ``engine`` and write OUTPUT as ``kind`` (see
+    :func:`~dt4h_spacy.io.sinks.output_kind`).
+
+    ``job`` holds the settings that decide the rows, so a ``--resume`` with other settings is
+    refused; ``title`` gives an HTML page's title, ``spans`` draws all its spans stacked. Ctrl-C exits 130 with OUTPUT unchanged; committed parts are kept for ``--resume``.
+    """
+    html = kind == ".html"
+    if html and resume:
+        raise typer.BadParameter("--resume needs a .tsv, .jsonl or .parquet OUTPUT; an HTML page is written whole.",
+                                 param_hint="--resume")
+    parts = Parts(output, {**job, "output": str(output.resolve()), "with_scores": with_scores})
+    try:
+        done = set() if html else parts.open(resume)
+    except PartsError as err:
+        raise typer.BadParameter(str(err), param_hint="--resume") from err
+    if resume:
+        total = source.total
+        if total is None:
+            total = sum(1 for _ in source.documents())
+        typer.echo(f"resuming: {len(done)} of {total} documents already written", err=True)
+    outcome = Outcome(read=len(done))
+    pending_names: List[str] = []
+    pending: List[Mention] = []
+    last_commit = time.monotonic()
+    unit = "file" if source.columns is None else "document"
+    try:
+        with tqdm(total=source.total, initial=len(done), unit=unit, file=sys.stderr,
+                  disable=quiet or not sys.stderr.isatty()) as progress:
+            for result in engine(source, done):
+                progress.update(1)
+                if isinstance(result, Failure):
+                    outcome.failures.append(result)
+                    continue
+                outcome.read += 1
+                if html:
+                    outcome.documents.append(result)
+                    continue
+                pending_names.append(result.name)
+                pending.extend(result.mentions)
+                if len(pending_names) >= commit_every or time.monotonic() - last_commit >= COMMIT_SECONDS:
+                    parts.commit(pending_names, pending)
+                    pending_names, pending, last_commit = [], [], time.monotonic()
+        report_failures(outcome.failures)
+        if html and not outcome.documents:
+            error(f"no document of {source.path} could be annotated; nothing written.")
+            raise typer.Exit(1)
+        try:
+            if html:
+                write_html(output, outcome.documents, title(), spans)
+                outcome.mentions = sum(len(d.mentions) for d in outcome.documents)
+            else:
+                outcome.mentions = MENTION_WRITERS[kind](output, parts.merged(pending), with_scores)
+        except OSError as err:
+            error(f"cannot write {output}: {err}")
+            raise typer.Exit(1) from err
+    except KeyboardInterrupt:
+        kept = ""
+        if parts_folder(output).exists():
+            kept = f"; the documents done are kept in {parts_folder(output)}: run again with --resume to continue"
+        error(f"interrupted; {output} was not written (a previous file there is unchanged){kept}.")
+        raise typer.Exit(130) from None
+    parts.remove()
+    return outcome

@@ -1,0 +1,52 @@
+"""``predict --engine ray``: Ray Data with an actor pool of two pipelines gives the local
+engine's rows (a local Ray with 2 CPUs, started and stopped here)."""
+
+import json
+
+import pytest
+import ray
+from typer.testing import CliRunner
+
+from dt4h_spacy.cli import app
+
+NOTES = {
+    "MultiClinNER-es-test-disease-00001": "El paciente presenta miocarditis aguda y dolor.\n\nHoy la paciente presenta "
+                                          "diabetes, con neumonía.",
+    "MultiClinNER-it-test-disease-00001": "Il paziente presenta scompenso e dolore.\nOggi presenta ipertensione.",
+    "MultiClinNER-ro-test-disease-00001": "Pacientul prezintă infarct acut cu durere azi.",
+    "MultiClinNER-es-test-disease-00002": "La paciente presenta dolor hoy.",
+}
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def test_ray_with_two_workers_gives_the_rows_of_the_local_engine(tmp_path, local_ray, trained_checkpoint,
+                                                                 tiny_base_model):
+    source = tmp_path / "notes.jsonl"
+    rows = [{"id": name, "text": text} for name, text in NOTES.items()]
+    rows.insert(2, {"id": "MultiClinNER-es-test-disease-00001", "text": "otra vez"})  # row 3: a repeated id
+    rows.append({"id": "MultiClinNER-en-test-disease-00001", "text": "The patient has asthma."})  # row 6: no head
+    source.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
+    args = [str(source), "--checkpoint", str(trained_checkpoint), "--base-model", str(tiny_base_model),
+            "--with-scores", "--batch-size", "2"]
+    local = CliRunner().invoke(app, ["predict", args[0], str(tmp_path / "local.tsv"), *args[1:]])
+    assert local.exit_code == 1, local.output
+    result = CliRunner().invoke(app, ["predict", args[0], str(tmp_path / "ray.tsv"), *args[1:], "--engine", "ray",
+                                      "--workers", "2"])
+    assert result.exit_code == 1, result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [line for line in local.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [
+        f"error: skipped {source} row 3: duplicate id 'MultiClinNER-es-test-disease-00001' (first at {source} row 1); "
+        "ids name the documents in the output, so each must be unique",
+        f"error: skipped {source} row 6: the model has no head for language 'en' (it serves es, it, ro); pass --lang "
+        "with one of them to annotate it anyway",
+    ]
+    written = (tmp_path / "ray.tsv").read_text(encoding="utf-8")
+    assert written == (tmp_path / "local.tsv").read_text(encoding="utf-8")
+    assert all(text in written for text in ("miocarditis aguda", "neumonía", "scompenso", "infarct acut"))

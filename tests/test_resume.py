@@ -1,0 +1,117 @@
+"""``predict --resume``: a run killed with SIGKILL after some parts were committed, then
+resumed, ends with exactly the rows of an uninterrupted run; leftovers are never mixed in
+without it."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from dt4h_spacy.cli import app
+from dt4h_spacy.io import parts
+from dt4h_spacy.io.parts import Parts
+from dt4h_spacy.tsv import Mention, read_mentions, sort_key
+
+SENTENCES = ("El paciente presenta miocarditis aguda y dolor.", "Hoy la paciente presenta diabetes, con neumonía.",
+             "La paciente presenta dolor hoy.")
+N_NOTES = 24
+
+# Runs the real CLI and, once its second part is durable, touches a marker and waits to be
+# killed: SIGKILL then lands at the same point on every run.
+KILL_AFTER_TWO_PARTS = """
+import sys, time
+from pathlib import Path
+from dt4h_spacy.io.parts import Parts
+marker = Path(sys.argv.pop(1))
+commit = Parts.commit
+
+def commit_then_wait(self, documents, mentions):
+    commit(self, documents, mentions)
+    if len(self.paths) == 2:
+        marker.touch()
+        time.sleep(300)
+
+Parts.commit = commit_then_wait
+from dt4h_spacy.cli import main
+main()
+"""
+
+
+def run(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def notes(tmp_path_factory) -> Path:
+    """A JSONL table of clinical-case-like notes, several paragraphs each."""
+    path = tmp_path_factory.mktemp("notes") / "notes.jsonl"
+    rows = [{"id": f"nota-{n:03d}", "text": "\n\n".join(SENTENCES[(n + k) % 3] for k in range(n % 4 + 1))}
+            for n in range(N_NOTES)]
+    path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def model_args(trained_checkpoint, tiny_base_model):
+    return ["--lang", "es", "--checkpoint", str(trained_checkpoint), "--base-model", str(tiny_base_model)]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, notes, model_args) -> str:
+    out = tmp_path_factory.mktemp("whole") / "out.tsv"
+    result = run("predict", notes, out, *model_args, "--with-scores")
+    assert result.exit_code == 0, result.output
+    rows = read_mentions(out)
+    assert {m.text for m in rows} == {"miocarditis aguda", "diabetes", "neumonía"}
+    assert len({m.filename for m in rows}) == N_NOTES - 2  # two notes have none: they must count as done too
+    return out.read_text(encoding="utf-8")
+
+
+def test_a_run_killed_after_two_parts_resumes_to_the_rows_of_an_uninterrupted_run(
+        tmp_path, notes, model_args, uninterrupted):
+    out = tmp_path / "out.tsv"
+    marker = tmp_path / "two-parts.marker"
+    command = [sys.executable, "-c", KILL_AFTER_TWO_PARTS, str(marker), "predict", str(notes), str(out), *model_args,
+               "--with-scores", "--commit-every", "3", "--batch-size", "2"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not marker.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    _, stderr = process.communicate(timeout=60)
+    assert marker.exists(), stderr
+    assert not out.exists()
+    assert sorted(p.name for p in (tmp_path / "out.tsv.parts").iterdir()) == [
+        "job.json", "part-00000001.jsonl", "part-00000002.jsonl"]
+
+    refused = run("predict", notes, out, *model_args, "--with-scores")
+    assert refused.exit_code == 2 and "pass --resume to continue it" in refused.output and not out.exists()
+    other = run("predict", notes, out, *model_args, "--resume")
+    assert other.exit_code == 2 and "was written with other settings (with_scores)" in other.output
+
+    result = run("predict", notes, out, *model_args, "--with-scores", "--resume", "--commit-every", "3")
+    assert result.exit_code == 0, result.output
+    assert f"resuming: 6 of {N_NOTES} documents already written" in result.stderr
+    assert f"{N_NOTES} documents read, 0 failed" in result.stdout
+    assert out.read_text(encoding="utf-8") == uninterrupted  # none lost, none twice, same order and scores
+    assert sorted(os.listdir(tmp_path)) == ["out.tsv", "two-parts.marker"]
+
+
+def test_the_final_merge_is_sorted_in_passes_of_few_files(tmp_path, monkeypatch):
+    monkeypatch.setattr(parts, "FAN_IN", 2)
+    store = Parts(tmp_path / "out.tsv", {"job": 1})
+    assert store.open(resume=False) == set()
+    committed = []
+    for n in range(7):
+        rows = [Mention(f"doc-{(n * 5) % 7}", "DISEASE", start, start + 3, "x\ty\n\"z\"", 0.5) for start in (9, 2)]
+        store.commit([f"doc-{(n * 5) % 7}"], rows)
+        committed += rows
+    pending = [Mention("doc-0", "DISEASE", 0, 1, "a", None)]
+    assert list(store.merged(pending)) == sorted(committed + pending, key=sort_key)
+    assert Parts(tmp_path / "out.tsv", {"job": 1}).open(resume=True) == {f"doc-{n}" for n in range(7)}
