@@ -29,6 +29,7 @@ from .errors import CheckpointError
 from .inference import WordTagger, check_speed_options, torch_device
 from .labels import LabelScheme, tasks_by_lang
 from .model import MultiTaskTokenClassifier, load_base_model, model_from_state_dict
+from .sentences import sentence_starts
 from .spans import predicted_spans, word_texts, word_tokens
 from .windows import check_window_settings
 
@@ -288,8 +289,9 @@ class DiseaseRecognizer(Pipe):
             return
         words = [word_tokens(doc) for doc in docs]
         texts = [word_texts(doc, w) for doc, w in zip(docs, words)]
+        starts = [sentence_starts(doc, w) for doc, w in zip(docs, words)]
         threshold = self.cfg["threshold"]
-        for doc, w, probs, task in zip(docs, words, tagger.predict(texts, tasks), tasks):
+        for doc, w, probs, task in zip(docs, words, tagger.predict(texts, tasks, starts), tasks):
             spans = predicted_spans(doc, w, probs, tagger.schemes[task], self.cfg["orphan_i"])
             self._set_ents(doc, [span for span in spans if span._.dt4h_score >= threshold])
 

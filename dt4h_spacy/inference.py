@@ -118,16 +118,25 @@ class WordTagger:
         """The network's fp32 weights in the authors' layout, whatever ``quantize`` did."""
         return dict(self._fp32_state)
 
-    def predict(self, docs: Sequence[Sequence[str]], tasks: Sequence[str]) -> List[numpy.ndarray]:
+    def predict(
+        self,
+        docs: Sequence[Sequence[str]],
+        tasks: Sequence[str],
+        sentence_starts: Optional[Sequence[Optional[numpy.ndarray]]] = None,
+    ) -> List[numpy.ndarray]:
         """One ``(n_words, n_labels)`` float32 probability array per document.
 
-        A word with no subword (the tokenizer dropped every character) is certain ``O``.
+        ``sentence_starts[d]`` flags the words of document ``d`` that open a sentence, so
+        whole sentences are packed into windows (see :func:`~dt4h_spacy.windows.make_windows`);
+        without it a document is read as one sentence. A word with no subword (the tokenizer
+        dropped every character) is certain ``O``.
         """
         self._set_threads()
         encoded = encode_words(self.tokenizer, docs)
         probs = [self._outside_only(len(words), task) for words, task in zip(docs, tasks)]
         windows = make_windows(
-            encoded, self.max_length, self.stride, self.tokenizer.cls_token_id, self.tokenizer.sep_token_id
+            encoded, self.max_length, self.stride, self.tokenizer.cls_token_id, self.tokenizer.sep_token_id,
+            sentence_starts,
         )
         for batch in plan_batches(windows, self.batch_size, self.max_batch_subwords):
             self._run_batch([windows[i] for i in batch], tasks, probs)
