@@ -175,21 +175,32 @@ def _most_central(first: numpy.ndarray, bounds: Sequence[tuple], n_subwords: int
     return best
 
 
-def plan_batches(windows: Sequence[Window], batch_size: int, max_batch_subwords: Optional[int]) -> Iterator[List[int]]:
+def plan_batches(
+    windows: Sequence[Window], batch_size: int, max_batch_subwords: Optional[int], max_padding: float = 0.125
+) -> Iterator[List[int]]:
     """Group windows of similar length so padding stays small.
 
-    Longest first, so the first batch shows at once whether memory suffices.
+    Longest first, so the first batch shows at once whether memory suffices. A batch also
+    closes before a window that would make more than ``max_padding`` of its positions
+    padding: packed documents end in a short window, and padding it to a full one costs as
+    much as a full one.
     """
     order = sorted(range(len(windows)), key=lambda i: -len(windows[i].input_ids))
     batch: List[int] = []
+    filled = 0
     for i in order:
-        longest = len(windows[batch[0]].input_ids) if batch else len(windows[i].input_ids)
-        full = len(batch) >= batch_size or (
-            max_batch_subwords is not None and batch and (len(batch) + 1) * longest > max_batch_subwords
+        length = len(windows[i].input_ids)
+        longest = len(windows[batch[0]].input_ids) if batch else length
+        padded = (len(batch) + 1) * longest
+        full = batch and (
+            len(batch) >= batch_size
+            or (max_batch_subwords is not None and padded > max_batch_subwords)
+            or padded - filled - length > max_padding * padded
         )
         if full:
             yield batch
-            batch = []
+            batch, filled = [], 0
         batch.append(i)
+        filled += length
     if batch:
         yield batch

@@ -5,7 +5,15 @@ from transformers import AutoTokenizer
 
 from dt4h_spacy.sentences import sentence_starts
 from dt4h_spacy.spans import word_tokens
-from dt4h_spacy.windows import EncodedWords, encode_words, make_windows, plan_batches, sentence_cuts, window_bounds
+from dt4h_spacy.windows import (
+    EncodedWords,
+    Window,
+    encode_words,
+    make_windows,
+    plan_batches,
+    sentence_cuts,
+    window_bounds,
+)
 
 
 @pytest.fixture(scope="module")
@@ -133,3 +141,12 @@ def test_sentences_come_from_the_pipeline_when_it_set_them():
     nlp.add_pipe("sentencizer", config={"punct_chars": [";"]})
     doc = nlp(text)
     assert [doc[i].text for i in words[sentence_starts(doc, words)]] == ["Dolor", "tos"]
+
+
+def test_batches_keep_padding_small():
+    lengths = [512] * 5 + [500, 300, 290, 40, 38, 12]
+    windows = [Window(0, numpy.zeros(n, dtype=numpy.int64), numpy.zeros(0), numpy.zeros(0)) for n in lengths]
+    batches = list(plan_batches(windows, batch_size=32, max_batch_subwords=None))
+    assert [[lengths[i] for i in b] for b in batches] == [[512] * 5 + [500, 300, 290], [40, 38], [12]]
+    for batch in batches:  # at most 1/8 of each forward pass is padding
+        assert len(batch) * lengths[batch[0]] - sum(lengths[i] for i in batch) <= len(batch) * lengths[batch[0]] / 8
