@@ -470,7 +470,7 @@ def reading_modes(workdir: Path, n_docs: int = 4) -> Dict[str, object]:
                      "strict_f1_between": round(2 * same / max(words + authors, 1), 4)}
         total["same"] += same
         total["union"] += union
-        total["document_subwords"] += sum(len(tagger.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts)
+        total["document_subwords"] += sum(len(tagger.tokenizer(t, add_special_tokens=False, verbose=False)["input_ids"]) for t in texts)
     doc_subwords = total["document_subwords"]
     out["subwords_per_document_subword"] = {
         "words": round(total["words_subwords"] / doc_subwords, 3),
@@ -564,7 +564,7 @@ def benchmark(args: argparse.Namespace, workdir: Path) -> Dict:
     wps = {name: round(v, 1) for name, v in timed_rounds(methods, round_words, done).items()}
     load_end = os.getloadavg()[0]
 
-    document_subwords = sum(len(shared.tokenizer(t, add_special_tokens=False)["input_ids"]) for _, t in corpus)
+    document_subwords = sum(len(shared.tokenizer(t, add_special_tokens=False, verbose=False)["input_ids"]) for _, t in corpus)
     ours_subwords = sum(r.subwords for r in raws)
     per_doc_subwords = sum(per_doc_windows(shared, text) for _, text in corpus) * MAX_LENGTH
     simple_subwords = sum(len(c) for _, text in corpus for c in simple.chunks(text))
