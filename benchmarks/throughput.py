@@ -292,7 +292,7 @@ def per_doc_tagger(tagger: WordTagger) -> WordTagger:
 
 def run_per_doc(tagger: WordTagger, docs: Sequence[Tuple[str, str]]) -> int:
     """The authors' procedure (``dt4h_spacy.authors``), one document at a time; entity count."""
-    return sum(len(authors_entities(tagger, [text], [LANG_TASK[lang]])[0]) for lang, text in docs)
+    return sum(len(authors_entities(tagger, [text], [(LANG_TASK[lang],)])[0]) for lang, text in docs)
 
 
 def per_doc_windows(tagger: WordTagger, text: str) -> int:

@@ -8,7 +8,7 @@ __version__ = "0.1.0"
 # Imported on first use: spaCy imports this package for the displaCy colours entry point on
 # every entity render, which must not pull in torch and transformers.
 _LAZY = {
-    "DEFAULT_BASE_MODEL": "component",
+    "DEFAULT_BASE_MODEL": "model",
     "DEFAULT_CHECKPOINT": "component",
     "DiseaseRecognizer": "component",
     "make_dt4h_disease": "component",

@@ -70,8 +70,11 @@ def vote(labels: Sequence[int], probs: Sequence[float], outside: int) -> Tuple[i
     return winner, float(numpy.mean([p for label, p in zip(labels, probs) if label == winner]))
 
 
-def authors_entities(tagger: WordTagger, texts: Sequence[str], tasks: Sequence[str]) -> List[List[CharEntity]]:
-    """The entities the authors' script finds in each text, read by head ``tasks[i]``."""
+def authors_entities(
+    tagger: WordTagger, texts: Sequence[str], heads: Sequence[Sequence[str]]
+) -> List[List[CharEntity]]:
+    """The entities the authors' script finds in each text, read by each of ``heads[i]``
+    (all from one encoder pass), in order of offsets."""
     if not texts:
         return []
     enc = tagger.tokenizer(
@@ -107,21 +110,26 @@ def authors_entities(tagger: WordTagger, texts: Sequence[str], tasks: Sequence[s
         numpy.asarray(enc["input_ids"], dtype=numpy.int64),
         numpy.asarray(enc["attention_mask"], dtype=numpy.int64),
         positions,
-        [tasks[doc] for doc in owners],
+        [heads[doc] for doc in owners],
     )
-    votes: List[Dict[Key, Tuple[List[int], List[float]]]] = [defaultdict(lambda: ([], [])) for _ in texts]
-    for doc, window_keys, window_logits in zip(owners, keys, logits):
+    votes: List[Dict[str, Dict[Key, Tuple[List[int], List[float]]]]] = [
+        {task: defaultdict(lambda: ([], [])) for task in doc_heads} for doc_heads in heads
+    ]
+    for doc, window_keys, by_head in zip(owners, keys, logits):
         if not window_keys:
             continue
-        shifted = numpy.exp(window_logits - window_logits.max(axis=1, keepdims=True))
-        probs = shifted / shifted.sum(axis=1, keepdims=True)
-        label_ids = window_logits.argmax(axis=1)
-        for key, label, row in zip(window_keys, label_ids.tolist(), probs):
-            labels, confidences = votes[doc][key]
-            labels.append(label)
-            confidences.append(float(row[label]))
+        for task, window_logits in by_head.items():
+            shifted = numpy.exp(window_logits - window_logits.max(axis=1, keepdims=True))
+            probs = shifted / shifted.sum(axis=1, keepdims=True)
+            label_ids = window_logits.argmax(axis=1)
+            for key, label, row in zip(window_keys, label_ids.tolist(), probs):
+                labels, confidences = votes[doc][task][key]
+                labels.append(label)
+                confidences.append(float(row[label]))
     return [
-        _entities(text, votes[doc], tagger.schemes[tasks[doc]]) for doc, text in enumerate(texts)
+        sorted(entity for task, task_votes in votes[doc].items()
+               for entity in _entities(text, task_votes, tagger.schemes[task]))
+        for doc, text in enumerate(texts)
     ]
 
 

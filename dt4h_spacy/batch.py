@@ -12,8 +12,9 @@ import re
 import sys
 import warnings
 from collections import defaultdict
+from functools import partial
 from pathlib import Path
-from typing import Annotated, Any, Dict, Iterator, List, Optional, Set, Tuple
+from typing import Annotated, Any, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 import spacy
 import typer
@@ -21,8 +22,9 @@ from spacy.language import Language
 from spacy.tokens import Doc
 
 from .checkpoint import check_pipeline_folder
-from .component import FACTORY, DiseaseRecognizer
+from .component import DEFAULT_SPANS_KEY, FACTORY, DiseaseRecognizer
 from .filenames import lang_from_filename, spacy_lang
+from .langdetect import Undetectable, route, serving_language
 from .textfiles import Failure, check_encoding, find_txt_files, read_documents
 from .tsv import Mention
 
@@ -31,12 +33,21 @@ LANG_CODE = re.compile(r"^[a-z]{2,3}$")
 
 def normalize_lang(value: str) -> str:
     """``ES``, ``es_ES`` and ``es-ES`` → ``es``, as spaCy and Hugging Face users write them;
-    ``auto`` stays. Anything else is refused with the codes to use."""
+    ``auto`` and ``detect`` stay. Anything else is refused with the codes to use."""
     code = value.strip().lower().replace("_", "-").split("-")[0]
-    if code == "auto" or LANG_CODE.match(code):
+    if code in ("auto", "detect") or LANG_CODE.match(code):
         return code
     raise typer.BadParameter(f"{value!r} is not a language code; use es, it, ro (a language the model has a head "
-                             "for) or auto.")
+                             "for), auto or detect.")
+
+
+def _fallback_lang(value: Optional[str]) -> Optional[str]:
+    if value is None:
+        return None
+    code = normalize_lang(value)
+    if code in ("auto", "detect"):
+        raise typer.BadParameter("give a language code, e.g. --fallback-lang es.")
+    return code
 
 
 def _encoding(value: str) -> str:
@@ -50,8 +61,13 @@ InputArgument = Annotated[Path, typer.Argument(
     metavar="INPUT", help="A .txt file, or a folder of them (.txt in any case, e.g. A.TXT).", show_default=False)]
 LangOption = Annotated[str, typer.Option(
     "--lang", callback=normalize_lang,
-    help="Language of the texts: es, it, ro (ES, es_ES, es-ES also accepted), or auto to read it from "
-         "MultiClinNER file names (MultiClinNER-es-test-disease-00019.txt -> es).")]
+    help="Language of the texts: es, it, ro (ES, es_ES, es-ES also accepted); auto to read it from "
+         "MultiClinNER file names (MultiClinNER-es-test-disease-00019.txt -> es) and detect it in the text of "
+         "other files; detect to detect it in every text (needs dt4h_spacy[langdetect]).")]
+FallbackLangOption = Annotated[Optional[str], typer.Option(
+    "--fallback-lang", callback=_fallback_lang,
+    help="Annotate files found (by name or detection) to be in a language the model has no head for as this "
+         "language, instead of skipping them.", show_default=False)]
 RecursiveOption = Annotated[bool, typer.Option(
     "--recursive", "-r", help="Also read .txt files in subfolders (symlinked folders are not followed).")]
 QuietOption = Annotated[bool, typer.Option(
@@ -89,27 +105,36 @@ def _shown(names: List[str], limit: int = 5) -> str:
     return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
-def group_by_language(paths: List[Path], lang: str) -> Tuple[Dict[str, List[Path]], List[Failure]]:
-    """Files by the language whose head annotates them; with ``auto`` from their MultiClinNER
-    names, and a file whose name carries none is a failure that names the way out."""
-    if lang != "auto":
-        return ({lang: list(paths)} if paths else {}), []
+def group_by_language(paths: List[Path], lang: str, encoding: str = "utf-8") -> Tuple[Dict[str, List[Path]], List[Failure]]:
+    """Files by the language whose head annotates them (see :func:`.langdetect.route`); a file
+    without one, or that cannot be read to detect it, is a failure that names the way out."""
     groups: Dict[str, List[Path]] = defaultdict(list)
     failures: List[Failure] = []
     for path in paths:
-        code = lang_from_filename(path.name)
-        if code is None:
-            failures.append(Failure(path, "--lang auto needs a MultiClinNER name like "
-                                          "MultiClinNER-es-test-disease-00019.txt; pass the language, e.g. --lang es"))
+        read: List[Any] = []
+        try:
+            code = route(path.name, partial(_text_of, path, encoding, read), lang)
+        except ImportError as err:
+            raise typer.BadParameter(str(err), param_hint="--lang") from err
+        if read and isinstance(read[0], Failure):
+            failures.append(read[0])
+        elif isinstance(code, Undetectable):
+            failures.append(Failure(path, str(code)))
         else:
             groups[code].append(path)
     return dict(groups), failures
 
 
+def _text_of(path: Path, encoding: str, read: List[Any]) -> str:
+    """The text of ``path`` for detection; a file that cannot be read leaves its Failure in ``read``."""
+    read.extend(read_documents([path], encoding))
+    return "" if isinstance(read[0], Failure) else read[0].text
+
+
 def warn_language_conflicts(paths: List[Path], lang: str) -> None:
     """Warn when ``--lang`` contradicts the language MultiClinNER file names carry: the head
     of the wrong language gives poor entities without any error."""
-    if lang == "auto":
+    if lang in ("auto", "detect"):
         return
     named: Dict[str, List[str]] = defaultdict(list)
     for path in paths:
@@ -121,7 +146,8 @@ def warn_language_conflicts(paths: List[Path], lang: str) -> None:
                    f"annotated as {lang} (use --lang auto to follow the names).", err=True)
 
 
-def find_inputs(source: Path, lang: str, recursive: bool) -> Tuple[Dict[str, List[Path]], List[Failure], int]:
+def find_inputs(source: Path, lang: str, recursive: bool,
+                encoding: str = "utf-8") -> Tuple[Dict[str, List[Path]], List[Failure], int]:
     """``(files by language, failures so far, number of files)`` for INPUT, or a BadParameter
     when INPUT holds nothing to read."""
     try:
@@ -132,7 +158,7 @@ def find_inputs(source: Path, lang: str, recursive: bool) -> Tuple[Dict[str, Lis
         hint = "" if recursive else " (use --recursive to include subfolders)"
         raise typer.BadParameter(f"no .txt files in {source}{hint}.", param_hint="INPUT")
     warn_language_conflicts(paths, lang)
-    groups, unrouted = group_by_language(paths, lang)
+    groups, unrouted = group_by_language(paths, lang, encoding)
     return groups, failures + unrouted, len(paths)
 
 
@@ -172,9 +198,10 @@ def _component_overrides(model: str, settings: Dict[str, Any]) -> Dict[str, Any]
 
 def served_languages(nlp: Language) -> Optional[Set[str]]:
     """Languages the pipeline's dt4h_disease components have heads for (loading the network
-    now); None for a pipeline without one, which then takes any language."""
+    now); None for a pipeline without one, or with a head that reads every language, which
+    then takes any language."""
     components = [component for _, component in nlp.pipeline if isinstance(component, DiseaseRecognizer)]
-    if not components:
+    if not components or any(component.every_language for component in components):
         return None
     return {lang for component in components for lang in component.languages}
 
@@ -200,13 +227,15 @@ def _language_pipeline(lang: str, source: Language) -> Language:
 
 
 def load_pipelines(groups: Dict[str, List[Path]], lang: str, model: Optional[str], checkpoint: Optional[str],
-                   base_model: Optional[str], settings: Dict[str, Any], failures: List[Failure]) -> Dict[str, Language]:
+                   base_model: Optional[str], settings: Dict[str, Any], failures: List[Failure],
+                   fallback: Optional[str] = None) -> Dict[str, Language]:
     """One pipeline per language of ``groups``, all sharing one loaded network.
 
     With ``--model`` the saved pipeline serves every language (docs are routed by
     ``doc._.dt4h_lang``); otherwise each language gets ``spacy.blank(lang)`` for its own
-    tokenizer. Files of a language the model has no head for become failures; an explicit
-    ``--lang`` it lacks, an unusable model or mixing ``--model`` with ``--checkpoint`` is an
+    tokenizer. Files of a language the model has no head for become failures, or, with
+    ``fallback``, are moved to that language's group in ``groups``; an explicit ``--lang`` or
+    ``fallback`` it lacks, an unusable model or mixing ``--model`` with ``--checkpoint`` is an
     error (exit code 2). Nothing is loaded when no file is left to annotate.
     """
     if model is not None and (checkpoint or base_model):
@@ -222,9 +251,19 @@ def load_pipelines(groups: Dict[str, List[Path]], lang: str, model: Optional[str
             config = {key: value for key, value in (("checkpoint", checkpoint), ("base_model", base_model)) if value}
             loaded.add_pipe(FACTORY, config={**config, **settings})
         served = served_languages(loaded)
-        if served is not None and lang != "auto" and lang not in served:
-            raise typer.BadParameter(f"the model has no head for language {lang!r}; it serves "
-                                     f"{', '.join(sorted(served))}.", param_hint="--lang")
+        for given, hint in ((lang, "--lang"), (fallback, "--fallback-lang")):
+            if served is not None and given not in (None, "auto", "detect") and given not in served:
+                raise typer.BadParameter(f"the model has no head for language {given!r}; it serves "
+                                         f"{', '.join(sorted(served))}.", param_hint=hint)
+        for code in list(groups):
+            target = serving_language(code, served, fallback)
+            if target in (code, None):
+                continue
+            moved = groups.pop(code)
+            if target == fallback:
+                typer.echo(f"warning: {len(moved)} file(s) in {code}, which the model has no head for, are annotated "
+                           f"as {fallback} (--fallback-lang): {_shown([p.name for p in moved])}", err=True)
+            groups.setdefault(target, []).extend(moved)
         pipelines: Dict[str, Language] = {}
         for code, paths in groups.items():
             if served is not None and code not in served:
@@ -276,13 +315,21 @@ def annotate(pipelines: Dict[str, Language], groups: Dict[str, List[Path]], fail
             yield name, doc
 
 
-def doc_mentions(name: str, doc: Doc) -> Iterator[Mention]:
-    """The TSV rows of an annotated doc: its ``doc.ents``, or, for a doc read with
-    ``compat="authors"``, the exact character offsets of the authors' script
-    (``doc._.dt4h_chars``), which ``doc.ents`` can only hold widened to tokens."""
+def doc_mentions(name: str, doc: Doc, spans_keys: Sequence[str] = (DEFAULT_SPANS_KEY,)) -> Iterator[Mention]:
+    """The TSV rows of an annotated doc: every span of every label in ``doc.spans[key]`` for
+    each of ``spans_keys`` present (the DT4H components' ``spans_key``; see
+    :func:`spans_keys_of`), else its ``doc.ents``; for a doc read with ``compat="authors"``, the
+    exact character offsets of the authors' script (``doc._.dt4h_chars``), which spans can
+    only hold widened to tokens."""
     if doc._.dt4h_chars is not None:
         for start, end, label, score in doc._.dt4h_chars:
             yield Mention(name, label, start, end, doc.text[start:end], score)
         return
-    for ent in doc.ents:
-        yield Mention(name, ent.label_, ent.start_char, ent.end_char, ent.text, ent._.dt4h_score)
+    groups = [doc.spans[key] for key in spans_keys if key in doc.spans]
+    for span in (span for group in groups for span in group) if groups else doc.ents:
+        yield Mention(name, span.label_, span.start_char, span.end_char, span.text, span._.dt4h_score)
+
+
+def spans_keys_of(nlp: Language) -> List[str]:
+    """The ``spans_key`` of each DT4H component of ``nlp``: where :func:`doc_mentions` reads."""
+    return [component.cfg["spans_key"] for _, component in nlp.pipeline if isinstance(component, DiseaseRecognizer)]

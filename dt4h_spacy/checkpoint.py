@@ -4,16 +4,20 @@ The published ``.pt`` is ``torch.save(model.state_dict())`` of a module with an
 ``encoder`` (a transformers ``AutoModel``) and ``classifiers`` (an ``nn.ModuleDict`` of one
 ``nn.Linear`` per task). Older exports name heads ``<prefix>_classifier`` and wrappers add a
 ``model.`` prefix or nest the dict; :func:`normalize_state_dict` maps all of them onto the
-authors' layout so the rest of the package sees exactly one.
+authors' layout so the rest of the package sees exactly one. A single-task Hugging Face
+checkpoint (``save_pretrained`` of ``AutoModelForTokenClassification``: ``config.json`` with
+``id2label``, weights, tokenizer) is mapped onto it too, as one head named by its entity
+type (:func:`load_hf_checkpoint`).
 """
 
+import json
 import os
 import pickle
 import re
 import socket
 import zipfile
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 from urllib.parse import urlparse
 
 import torch
@@ -29,6 +33,9 @@ LEGACY_HEAD = re.compile(r"^(?P<prefix>.+)_classifier\.(?P<param>weight|bias)$")
 MODERN_HEAD = re.compile(r"^classifiers\.(?P<task>[^.]+)\.(?P<param>weight|bias)$")
 WEIGHT_SUFFIXES = (".pt", ".bin", ".safetensors")
 TRAINER_STATE_FILE = "trainer_state.pt"  # dt4h-spacy train's resumable state beside last/model.pt: not weights
+HF_CONFIG = "config.json"
+HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
+HF_HEAD_PREFIX = "classifier."
 
 StateDict = Dict[str, torch.Tensor]
 PathLike = Union[str, Path]
@@ -51,18 +58,21 @@ def load_checkpoint_file(path: PathLike, allow_unsafe_pickle: bool = False, mmap
         )
     if path.is_dir():
         raise CheckpointError(f"Checkpoint {path} is a directory; pass the .pt file inside it.")
+    return normalize_state_dict(_read_tensors(path, allow_unsafe_pickle, mmap), source=str(path))
+
+
+def _read_tensors(path: Path, allow_unsafe_pickle: bool, mmap: bool) -> Any:
+    """What a weights file holds, as safetensors or ``torch.load`` (see :func:`load_checkpoint_file`) reads it."""
     if path.stat().st_size == 0:
         raise CheckpointError(f"Checkpoint {path} is empty (0 bytes): the download or copy did not finish; fetch it again.")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
         try:
-            raw: Any = load_file(str(path))
+            return load_file(str(path))
         except Exception as err:
             raise CheckpointError(f"{path} is not a readable safetensors file: {err}") from err
-    else:
-        raw = _torch_load(path, allow_unsafe_pickle, mmap and zipfile.is_zipfile(path))
-    return normalize_state_dict(raw, source=str(path))
+    return _torch_load(path, allow_unsafe_pickle, mmap and zipfile.is_zipfile(path))
 
 
 def _torch_load(path: Path, allow_unsafe_pickle: bool, mmap: bool) -> Any:
@@ -82,6 +92,74 @@ def _torch_load(path: Path, allow_unsafe_pickle: bool, mmap: bool) -> Any:
             f"{path} is not a readable PyTorch checkpoint (truncated or not a .pt file?): "
             f"{type(err).__name__}: {err}"
         ) from err
+
+
+def is_hf_checkpoint(path: Path) -> bool:
+    """Whether ``path`` is a folder written by transformers' ``save_pretrained``: a config and weights."""
+    return path.is_dir() and (path / HF_CONFIG).is_file() and any((path / name).is_file() for name in HF_WEIGHTS)
+
+
+def hf_labels(config: Mapping[str, Any], source: str) -> Tuple[str, ...]:
+    """Label strings in id order, as ``config.json`` lists them in ``id2label`` (else ``label2id``).
+
+    The order is the checkpoint's own; it is not assumed sorted, because training code
+    other than the authors' numbers labels as it likes.
+    """
+    id2label = {int(i): label for i, label in (config.get("id2label") or {}).items()}
+    if not id2label:
+        id2label = {int(i): label for label, i in (config.get("label2id") or {}).items()}
+    if sorted(id2label) != list(range(len(id2label))) or not id2label:
+        raise CheckpointError(
+            f"{source} has no usable id2label (ids must be 0..n-1; found {sorted(id2label)}). A token-classification "
+            "checkpoint must list its labels in config.json; set config.id2label and save it again."
+        )
+    return tuple(id2label[i] for i in range(len(id2label)))
+
+
+def hf_head_name(labels: Sequence[str]) -> str:
+    """The head of a single-task checkpoint is named by its entity types (``disease``), so its
+    spans carry them as labels and it serves every language, as a multilabel head does."""
+    return "_".join(sorted({label[2:].lower() for label in labels if label != "O"})) or "ner"
+
+
+def load_hf_checkpoint(
+    folder: PathLike, allow_unsafe_pickle: bool = False, mmap: bool = False
+) -> Tuple[StateDict, Dict[str, Tuple[str, ...]]]:
+    """A ``save_pretrained`` token-classification folder as ``(state dict in the authors' layout,
+    head → labels in id order)``.
+
+    The encoder's keys lose the model's base prefix (``roberta.``, ``bert.``, …: the one
+    every non-classifier key shares) and the ``classifier`` becomes the head.
+    """
+    folder = Path(folder)
+    source = str(folder)
+    try:
+        config = json.loads((folder / HF_CONFIG).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"{folder / HF_CONFIG} is not a readable JSON config: {err}") from err
+    labels = hf_labels(config, source)
+    weights = next(folder / name for name in HF_WEIGHTS if (folder / name).is_file())
+    raw = _read_tensors(weights, allow_unsafe_pickle, mmap)
+    head_keys = {k for k in raw if k.startswith(HF_HEAD_PREFIX)}
+    if {f"{HF_HEAD_PREFIX}weight", f"{HF_HEAD_PREFIX}bias"} - head_keys:
+        raise CheckpointError(
+            f"{weights} has no token-classification head ('classifier.weight' and 'classifier.bias'); "
+            f"found {_sample(raw)}. Pass a checkpoint saved from AutoModelForTokenClassification."
+        )
+    encoder = {k: v for k, v in raw.items() if k not in head_keys}
+    prefixes = {k.split(".", 1)[0] for k in encoder}
+    if len(prefixes) == 1 and all("." in k for k in encoder):
+        encoder = {k.split(".", 1)[1]: v for k, v in encoder.items()}
+    head = hf_head_name(labels)
+    state = {f"{ENCODER_PREFIX}{k}": v for k, v in encoder.items()}
+    state.update({f"{HEAD_PREFIX}{head}.{k[len(HF_HEAD_PREFIX):]}": raw[k] for k in head_keys})
+    width = int(state[f"{HEAD_PREFIX}{head}.weight"].shape[0])
+    if width != len(labels):
+        raise CheckpointError(
+            f"{source}: the classifier predicts {width} labels but config.json lists {len(labels)} "
+            f"({list(labels)}); the config does not belong to these weights."
+        )
+    return state, {head: labels}
 
 
 def normalize_state_dict(raw: Any, source: str = "checkpoint") -> StateDict:
@@ -158,10 +236,12 @@ def save_checkpoint(state: Mapping[str, torch.Tensor], path: PathLike) -> Path:
 
 
 def resolve_checkpoint(name_or_path: str, filename: Optional[str] = None) -> Path:
-    """A local file, a folder holding one checkpoint, or the ``.pt`` of a Hugging Face repo (downloaded and cached)."""
+    """A local file, a folder holding one checkpoint, a ``save_pretrained`` folder (returned as is), or
+    the ``.pt`` of a Hugging Face repo (downloaded and cached; a repo without one, but with a
+    ``config.json``, is a single-task checkpoint and downloaded whole)."""
     local = Path(name_or_path).expanduser()
     if local.exists():
-        return checkpoint_in_folder(local) if local.is_dir() else local
+        return local if is_hf_checkpoint(local) or not local.is_dir() else checkpoint_in_folder(local)
     if not _looks_like_repo_id(name_or_path):
         raise CheckpointError(
             f"Checkpoint not found: {name_or_path} is neither an existing file nor a Hugging Face "
@@ -265,7 +345,7 @@ def _download_checkpoint(repo_id: str, filename: Optional[str]) -> Path:
     Asking for a named file first lets a cached copy serve offline (``HF_HUB_OFFLINE=1``),
     where listing the repo would need the network.
     """
-    from huggingface_hub import hf_hub_download, list_repo_files
+    from huggingface_hub import hf_hub_download, list_repo_files, snapshot_download
     from huggingface_hub.utils import EntryNotFoundError
 
     if hub_unreachable(repo_id, filename or f"{repo_id.split('/')[-1]}.pt"):
@@ -280,7 +360,10 @@ def _download_checkpoint(repo_id: str, filename: Optional[str]) -> Path:
         try:
             return Path(hf_hub_download(repo_id, f"{repo_id.split('/')[-1]}.pt"))
         except EntryNotFoundError:
-            weights = [f for f in list_repo_files(repo_id) if f.endswith(".pt")]
+            files = list_repo_files(repo_id)
+            weights = [f for f in files if f.endswith(".pt")]
+        if not weights and HF_CONFIG in files:
+            return Path(snapshot_download(repo_id, allow_patterns=["*.json", "*.safetensors", "*.bin", "*.model", "*.txt"]))
         if len(weights) != 1:
             raise CheckpointError(
                 f"Hugging Face repo {repo_id} has {len(weights)} .pt files ({weights}); "

@@ -24,6 +24,7 @@ from .batch import (
     CheckpointOption,
     DeviceOption,
     EncodingOption,
+    FallbackLangOption,
     InputArgument,
     LangOption,
     ModelOption,
@@ -36,6 +37,7 @@ from .batch import (
     load_pipelines,
     prepare_output,
     report_failures,
+    spans_keys_of,
 )
 from .component import COMPAT_MODES
 from .corpus import build_docbins, read_brat_corpus, read_iob_csv, read_tsv_corpus, write_docbins
@@ -84,6 +86,7 @@ def predict_command(
     output: Annotated[Path, typer.Argument(metavar="OUTPUT", help="MultiClinAI TSV to write (filename label start_span end_span text); "
                                            "missing folders are created.", show_default=False)],
     lang: LangOption = "auto",
+    fallback_lang: FallbackLangOption = None,
     checkpoint: CheckpointOption = None,
     base_model: BaseModelOption = None,
     model: ModelOption = None,
@@ -116,11 +119,12 @@ def predict_command(
     --lang auto, or is in a language the model has no head for is reported and skipped; the
     others are still written. The TSV appears only when complete. Exit code 1 if any file failed.
     """
-    groups, failures, total = find_inputs(source, lang, recursive)
+    groups, failures, total = find_inputs(source, lang, recursive, encoding)
     prepare_output(output)
     settings = {"batch_size": batch_size, "device": device, "threshold": min_score, "quantize": quantize,
                 "precision": precision.value, "num_threads": threads, "compat": compat.value}
-    pipelines = load_pipelines(groups, lang, model, checkpoint, base_model, settings, failures)
+    pipelines = load_pipelines(groups, lang, model, checkpoint, base_model, settings, failures, fallback_lang)
+    keys = spans_keys_of(next(iter(pipelines.values()))) if pipelines else []
 
     mentions: List[Mention] = []
     read = 0
@@ -128,7 +132,7 @@ def predict_command(
         with tqdm(total=total, unit="file", file=sys.stderr, disable=quiet or not sys.stderr.isatty()) as progress:
             for name, doc in annotate(pipelines, groups, failures, progress, encoding, batch_size, n_process):
                 read += 1
-                mentions.extend(doc_mentions(name, doc))
+                mentions.extend(doc_mentions(name, doc, keys))
         report_failures(failures)
         try:
             write_mentions(output, mentions, with_scores)

@@ -1,7 +1,9 @@
 """The ``dt4h_disease`` spaCy component.
 
-It reads a doc's non-whitespace tokens as words, routes the doc to the head of its
-language (``doc._.dt4h_lang`` or ``doc.lang_``), and writes ``doc.ents``; with
+It reads a doc's non-whitespace tokens as words, routes the doc to the heads of its
+language (``doc._.dt4h_lang`` or ``doc.lang_``; heads named by entity type alone read every
+language), runs all of them on one encoder pass, and writes every span to
+``doc.spans[spans_key]`` and a non-overlapping selection to ``doc.ents``; with
 ``compat="authors"`` it reads the raw text as the authors' script does (:mod:`.authors`).
 The network is loaded lazily, on first use or ``nlp.initialize()``, so ``spacy.load`` of a
 saved pipeline never touches the original checkpoint, the base model or the network.
@@ -12,44 +14,43 @@ import tempfile
 import threading
 from collections import Counter
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy
 import srsly
 from spacy.language import Language
 from spacy.pipeline import Pipe
 from spacy.tokens import Doc, Span
-from spacy.util import filter_spans, minibatch
+from spacy.util import minibatch
 from transformers import AutoConfig, AutoTokenizer
 
+from . import extensions  # noqa: F401 - registers doc._.dt4h_lang, doc._.dt4h_chars, span._.dt4h_score
 from .authors import CharEntity, authors_entities
-from .checkpoint import load_checkpoint_file, resolve_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint_file, save_checkpoint
 from .decoding import ORPHAN_I_MODES
 from .errors import CheckpointError
 from .inference import WordTagger, check_speed_options, torch_device
-from .labels import LabelScheme, tasks_by_lang
-from .model import MultiTaskTokenClassifier, load_base_model, model_from_state_dict
+from .labels import HeadRoutes, LabelScheme
+from .model import MultiTaskTokenClassifier, load_network, model_from_state_dict
 from .sentences import sentence_starts
-from .spans import predicted_spans, word_texts, word_tokens
+from .spans import non_overlapping, predicted_spans, word_texts, word_tokens
 from .windows import check_window_settings
 
 DEFAULT_CHECKPOINT = "BSC-NLP4BIA/DT4H_XLM-R_mtl_es-it-ro_disease"
-DEFAULT_BASE_MODEL = "FacebookAI/xlm-roberta-base"
+DEFAULT_SPANS_KEY = "dt4h"
 WEIGHTS_FILE = "model.safetensors"
 
 FACTORY = "dt4h_disease"
 COMPAT_MODES = ("words", "authors")
 
-for _cls, _attr in ((Doc, "dt4h_lang"), (Doc, "dt4h_chars"), (Span, "dt4h_score")):
-    if not _cls.has_extension(_attr):
-        _cls.set_extension(_attr, default=None)
-
 DEFAULT_CONFIG: Dict[str, Any] = {
     "checkpoint": DEFAULT_CHECKPOINT,
     "checkpoint_file": None,
-    "base_model": DEFAULT_BASE_MODEL,
+    "base_model": None,
     "tasks": None,
+    "heads": None,
     "labels": None,
+    "spans_key": DEFAULT_SPANS_KEY,
     "orphan_i": "ignore",
     "compat": "words",
     "overwrite_ents": False,
@@ -69,7 +70,7 @@ DEFAULT_CONFIG: Dict[str, Any] = {
 
 @Language.factory(
     FACTORY,
-    assigns=["doc.ents", "token.ent_iob", "token.ent_type", "span._.dt4h_score", "doc._.dt4h_chars"],
+    assigns=["doc.ents", "doc.spans", "token.ent_iob", "token.ent_type", "span._.dt4h_score", "doc._.dt4h_chars"],
     default_config=DEFAULT_CONFIG,
     default_score_weights={"ents_f": 1.0, "ents_p": 0.0, "ents_r": 0.0, "ents_per_type": None},
 )
@@ -78,9 +79,11 @@ def make_dt4h_disease(
     name: str,
     checkpoint: str,
     checkpoint_file: Optional[str],
-    base_model: str,
-    tasks: Optional[Dict[str, str]],
+    base_model: Optional[str],
+    tasks: Optional[Dict[str, Union[str, List[str]]]],
+    heads: Optional[List[str]],
     labels: Optional[List[str]],
+    spans_key: str,
     orphan_i: str,
     compat: str,
     overwrite_ents: bool,
@@ -103,7 +106,9 @@ def make_dt4h_disease(
         checkpoint_file=checkpoint_file,
         base_model=base_model,
         tasks=tasks,
+        heads=heads,
         labels=labels,
+        spans_key=spans_key,
         orphan_i=orphan_i,
         compat=compat,
         overwrite_ents=overwrite_ents,
@@ -122,7 +127,8 @@ def make_dt4h_disease(
 
 
 class DiseaseRecognizer(Pipe):
-    """Sets ``doc.ents`` from a DT4H multi-task checkpoint."""
+    """Sets ``doc.spans[spans_key]`` and ``doc.ents`` from a DT4H checkpoint (multi-task ``.pt``,
+    multilabel ``.pt`` or single-task Hugging Face folder)."""
 
     def __init__(
         self,
@@ -131,9 +137,11 @@ class DiseaseRecognizer(Pipe):
         *,
         checkpoint: str = DEFAULT_CHECKPOINT,
         checkpoint_file: Optional[str] = None,
-        base_model: str = DEFAULT_BASE_MODEL,
-        tasks: Optional[Dict[str, str]] = None,
+        base_model: Optional[str] = None,
+        tasks: Optional[Dict[str, Union[str, List[str]]]] = None,
+        heads: Optional[Sequence[str]] = None,
         labels: Optional[Sequence[str]] = None,
+        spans_key: str = DEFAULT_SPANS_KEY,
         orphan_i: str = "ignore",
         compat: str = "words",
         overwrite_ents: bool = False,
@@ -164,6 +172,8 @@ class DiseaseRecognizer(Pipe):
             raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
         if max_batch_subwords is not None and max_batch_subwords < 1:
             raise ValueError(f"max_batch_subwords must be at least 1 (or null for no cap), got {max_batch_subwords}.")
+        if not spans_key:
+            raise ValueError("spans_key must name a doc.spans group, e.g. 'dt4h'.")
         check_window_settings(max_length, stride)
         if device != "auto":  # "auto" is only known at load time, where the check runs again
             check_speed_options(torch_device(device), precision, quantize, num_threads)
@@ -174,7 +184,9 @@ class DiseaseRecognizer(Pipe):
             "checkpoint_file": checkpoint_file,
             "base_model": base_model,
             "tasks": dict(tasks) if tasks else None,
+            "heads": list(heads) if heads else None,
             "labels": list(labels) if labels else None,
+            "spans_key": spans_key,
             "orphan_i": orphan_i,
             "compat": compat,
             "overwrite_ents": overwrite_ents,
@@ -195,7 +207,7 @@ class DiseaseRecognizer(Pipe):
         # doc._.dt4h_chars either way).
         self.alignment: Counter = Counter()
         self._tagger: Optional[WordTagger] = None
-        self._routes: Dict[str, str] = {}
+        self._routes = HeadRoutes({})
         self._lock = threading.Lock()
 
     # -- loading -----------------------------------------------------------------------
@@ -214,29 +226,17 @@ class DiseaseRecognizer(Pipe):
         self.tagger  # noqa: B018 - loading is the side effect wanted here
 
     def _load_from_config(self):
-        path = resolve_checkpoint(self.cfg["checkpoint"], self.cfg["checkpoint_file"])
-        state = load_checkpoint_file(path, allow_unsafe_pickle=self.cfg["allow_unsafe_pickle"], mmap=True)
-        config, tokenizer = load_base_model(self.cfg["base_model"])
-        model = model_from_state_dict(state, config)
-        schemes = {task: LabelScheme.for_task(task, self.cfg["labels"]) for task in model.tasks}
-        return model, tokenizer, schemes, self._resolve_routes(model.tasks)
+        model, tokenizer, schemes = load_network(
+            self.cfg["checkpoint"], self.cfg["base_model"], self.cfg["checkpoint_file"], self.cfg["labels"],
+            allow_unsafe_pickle=self.cfg["allow_unsafe_pickle"], mmap=True,
+        )
+        try:
+            routes = HeadRoutes.for_heads(model.tasks, self.cfg["heads"], self.cfg["tasks"])
+        except ValueError as err:
+            raise CheckpointError(f"{err} Fix the `heads` or `tasks` config.") from err
+        return model, tokenizer, schemes, routes
 
-    def _resolve_routes(self, available: Sequence[str]) -> Dict[str, str]:
-        routes = self.cfg["tasks"] or tasks_by_lang(available)
-        unknown = {lang: task for lang, task in routes.items() if task not in available}
-        if unknown:
-            raise CheckpointError(
-                f"The `tasks` config asks for heads {unknown} that the checkpoint does not have. "
-                f"Its heads are: {sorted(available)}."
-            )
-        if not routes:
-            raise CheckpointError(
-                f"No head of the checkpoint names a language (heads: {sorted(available)}). "
-                "Map languages to heads with the `tasks` config, e.g. {\"es\": \"" + sorted(available)[0] + "\"}."
-            )
-        return dict(routes)
-
-    def _install(self, model: MultiTaskTokenClassifier, tokenizer, schemes: Dict[str, LabelScheme], routes: Dict[str, str]) -> None:
+    def _install(self, model: MultiTaskTokenClassifier, tokenizer, schemes: Dict[str, LabelScheme], routes: HeadRoutes) -> None:
         # `tagger` reads `_tagger` without the lock, so it is published last: a thread that
         # sees the network must also see its routes.
         tagger = WordTagger(
@@ -257,16 +257,23 @@ class DiseaseRecognizer(Pipe):
 
     # -- prediction --------------------------------------------------------------------
     @property
-    def languages(self) -> Dict[str, str]:
-        """Language → head used for it."""
+    def languages(self) -> Dict[str, Tuple[str, ...]]:
+        """Language → heads named for it (heads of :attr:`every_language` come on top)."""
         self.tagger  # noqa: B018 - routes are known once loaded
-        return dict(self._routes)
+        return dict(self._routes.by_lang)
+
+    @property
+    def every_language(self) -> bool:
+        """Whether some head (named by entity type alone) reads documents of any language."""
+        self.tagger  # noqa: B018 - routes are known once loaded
+        return self._routes.every_language
 
     @property
     def labels(self) -> tuple:
         if self._tagger is None:
             return ()
-        return tuple(sorted({t for s in self._tagger.schemes.values() for t in s.entity_types}))
+        schemes = self._tagger.schemes
+        return tuple(sorted({t for task in self._routes.heads for t in schemes[task].entity_types}))
 
     def __call__(self, doc: Doc) -> Doc:
         self._annotate([doc])
@@ -283,36 +290,40 @@ class DiseaseRecognizer(Pipe):
 
     def _annotate(self, docs: Sequence[Doc]) -> None:
         tagger = self.tagger
-        tasks = [self._task_for(doc) for doc in docs]
+        heads = [self._heads_for(doc) for doc in docs]
         if self.cfg["compat"] == "authors":
-            self._annotate_as_authors(docs, tasks)
+            self._annotate_as_authors(docs, heads)
             return
         words = [word_tokens(doc) for doc in docs]
         texts = [word_texts(doc, w) for doc, w in zip(docs, words)]
         starts = [sentence_starts(doc, w) for doc, w in zip(docs, words)]
         threshold = self.cfg["threshold"]
-        for doc, w, probs, task in zip(docs, words, tagger.predict(texts, tasks, starts), tasks):
-            spans = predicted_spans(doc, w, probs, tagger.schemes[task], self.cfg["orphan_i"])
-            self._set_ents(doc, [span for span in spans if span._.dt4h_score >= threshold])
+        for doc, w, by_head in zip(docs, words, tagger.predict_heads(texts, heads, starts)):
+            spans = [
+                span
+                for task, probs in by_head.items()
+                for span in predicted_spans(doc, w, probs, tagger.schemes[task], self.cfg["orphan_i"])
+                if span._.dt4h_score >= threshold
+            ]
+            self._set_spans(doc, sorted(spans, key=lambda s: (s.start, s.end, s.label_)))
 
-    def _annotate_as_authors(self, docs: Sequence[Doc], tasks: Sequence[str]) -> None:
+    def _annotate_as_authors(self, docs: Sequence[Doc], heads: Sequence[Sequence[str]]) -> None:
         """Entities by the authors' script on the raw text: exact offsets in
-        ``doc._.dt4h_chars``; ``doc.ents`` holds them widened to token boundaries, the longest
-        of overlapping ones kept."""
+        ``doc._.dt4h_chars``; ``doc.spans`` and ``doc.ents`` hold them widened to token
+        boundaries (``doc.ents`` only a non-overlapping selection)."""
         threshold = self.cfg["threshold"]
-        found = authors_entities(self.tagger, [doc.text for doc in docs], tasks)
+        found = authors_entities(self.tagger, [doc.text for doc in docs], heads)
         for doc, entities in zip(docs, found):
             kept = [entity for entity in entities if entity.score >= threshold]
             doc._.dt4h_chars = [tuple(entity) for entity in kept]
             spans = [self._token_span(doc, entity) for entity in kept]
-            fitted = filter_spans(spans)
+            fitted = self._set_spans(doc, spans)
             with self._lock:
                 self.alignment["entities"] += len(kept)
                 self.alignment["expanded"] += sum(
                     (s.start_char, s.end_char) != (e.start, e.end) for s, e in zip(spans, kept)
                 )
                 self.alignment["overlapping"] += len(spans) - len(fitted)
-            self._set_ents(doc, fitted)
 
     @staticmethod
     def _token_span(doc: Doc, entity: CharEntity) -> Span:
@@ -320,19 +331,27 @@ class DiseaseRecognizer(Pipe):
         span._.dt4h_score = entity.score
         return span
 
-    def _task_for(self, doc: Doc) -> str:
+    def _heads_for(self, doc: Doc) -> Tuple[str, ...]:
         lang = doc._.dt4h_lang or doc.lang_
-        task = self._routes.get(lang)
-        if task is None:
+        heads = self._routes.heads_for(lang)
+        if not heads:
             raise ValueError(
-                f"The dt4h_disease component has no head for language {lang!r}; it serves "
-                f"{sorted(self._routes)}. Set doc._.dt4h_lang to one of them, or map {lang!r} to a "
+                f"The {self.name} component has no head for language {lang!r}; it serves "
+                f"{sorted(self._routes.by_lang)}. Set doc._.dt4h_lang to one of them, or map {lang!r} to a "
                 "head with the `tasks` config."
             )
-        return task
+        return heads
+
+    def _set_spans(self, doc: Doc, spans: List[Span]) -> List[Span]:
+        """All ``spans`` to ``doc.spans[spans_key]``; those of :func:`non_overlapping` to
+        ``doc.ents`` (see :meth:`_set_ents`), which are returned."""
+        doc.spans[self.cfg["spans_key"]] = spans
+        selected = non_overlapping(spans)
+        self._set_ents(doc, selected)
+        return selected
 
     def _set_ents(self, doc: Doc, spans: List[Span]) -> None:
-        """Merge new spans with existing ones; existing win unless ``overwrite_ents``."""
+        """Merge new, non-overlapping spans with existing ones; existing win unless ``overwrite_ents``."""
         if not spans:
             return
         keep, add = (spans, list(doc.ents)) if self.cfg["overwrite_ents"] else (list(doc.ents), spans)
@@ -354,7 +373,7 @@ class DiseaseRecognizer(Pipe):
         srsly.write_json(
             path / "cfg.json",
             {
-                "routes": self._routes,
+                "routes": self._routes.to_json(),
                 "labels": {task: list(s.labels) for task, s in tagger.schemes.items()},
             },
         )
@@ -368,7 +387,7 @@ class DiseaseRecognizer(Pipe):
         model = model_from_state_dict(state, config)
         schemes = {task: LabelScheme(tuple(labels)) for task, labels in saved["labels"].items()}
         with self._lock:
-            self._install(model, tokenizer, schemes, saved["routes"])
+            self._install(model, tokenizer, schemes, HeadRoutes.from_json(saved["routes"]))
         return self
 
     def to_bytes(self, *, exclude: Iterable[str] = ()) -> bytes:

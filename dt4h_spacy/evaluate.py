@@ -172,8 +172,11 @@ def evaluate(gold: List[Mention], pred: List[Mention], entity: Optional[str] = N
 
     Returns ``{"entity", "strict": {precision, recall, f1, tp, fp, fn}, "char_f1":
     {precision, recall, f1, n_gold, n_pred}, "per_lang": {lang: {"strict", "char_f1"}},
-    "per_file": {filename: {"strict", "char_f1"}}}``. ``per_lang`` covers files whose name
-    carries a MultiClinNER language code; other files count only in the totals.
+    "per_label": {label: {"strict", "char_f1"}}, "per_file": {filename: {"strict", "char_f1"}}}``.
+    ``per_lang`` covers files whose name carries a MultiClinNER language code; other files
+    count only in the totals. Spans match only spans of their own label, so without
+    ``entity`` the totals are the micro average over the labels (as the official scorer
+    computes them on a file of several labels).
     File names are compared without ``.txt``. Raises :class:`EvaluationError` when gold and
     predictions share no document; warns (``UserWarning``) when ``entity`` matches no row.
     """
@@ -189,8 +192,11 @@ def evaluate(gold: List[Mention], pred: List[Mention], entity: Optional[str] = N
         groups[(mention.filename, mention.label)][1].append((mention.start, mention.end))
 
     per_file: Dict[str, _Tally] = defaultdict(_Tally)
-    for (filename, _), (gold_spans, pred_spans) in sorted(groups.items()):
-        per_file[filename].add(_tally_group(gold_spans, pred_spans))
+    per_label: Dict[str, _Tally] = defaultdict(_Tally)
+    for (filename, label), (gold_spans, pred_spans) in sorted(groups.items()):
+        tally = _tally_group(gold_spans, pred_spans)
+        per_file[filename].add(tally)
+        per_label[label].add(tally)
 
     total = _Tally()
     per_lang: Dict[str, _Tally] = defaultdict(_Tally)
@@ -203,6 +209,7 @@ def evaluate(gold: List[Mention], pred: List[Mention], entity: Optional[str] = N
     result: Dict[str, Any] = {"entity": entity}
     result.update(total.metrics())
     result["per_lang"] = {lang: per_lang[lang].metrics() for lang in sorted(per_lang)}
+    result["per_label"] = {label: per_label[label].metrics() for label in sorted(per_label)}
     result["per_file"] = {name: per_file[name].metrics() for name in sorted(per_file)}
     return result
 
@@ -219,9 +226,17 @@ TABLE_COLUMNS = ("strict P", "strict R", "strict F1", "char P", "char R", "char 
 
 def format_table(result: Dict[str, Any]) -> str:
     """Strict and character-overlap P/R/F1 per language, then all together, as a Markdown
-    table: readable in a terminal and pasted as is into a report."""
-    lines = ["| language | " + " | ".join(TABLE_COLUMNS) + " |", "|---" * (len(TABLE_COLUMNS) + 1) + "|"]
-    for name, metrics in [*result["per_lang"].items(), ("**all**", result)]:
+    table: readable in a terminal and pasted as is into a report. With several labels, a
+    second table gives each label and their micro average."""
+    tables = [_table("language", [*result["per_lang"].items(), ("**all**", result)])]
+    if len(result.get("per_label", {})) > 1:
+        tables.append(_table("label", [*result["per_label"].items(), ("**micro**", result)]))
+    return "\n".join(tables)
+
+
+def _table(first: str, rows: Sequence[Tuple[str, Dict[str, Any]]]) -> str:
+    lines = [f"| {first} | " + " | ".join(TABLE_COLUMNS) + " |", "|---" * (len(TABLE_COLUMNS) + 1) + "|"]
+    for name, metrics in rows:
         strict, char = metrics["strict"], metrics["char_f1"]
         values = [strict["precision"], strict["recall"], strict["f1"], char["precision"], char["recall"], char["f1"]]
         cells = [f"{v:.4f}" for v in values] + [str(char["n_gold"]), str(char["n_pred"])]

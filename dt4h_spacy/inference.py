@@ -124,7 +124,18 @@ class WordTagger:
         tasks: Sequence[str],
         sentence_starts: Optional[Sequence[Optional[numpy.ndarray]]] = None,
     ) -> List[numpy.ndarray]:
-        """One ``(n_words, n_labels)`` float32 probability array per document.
+        """One ``(n_words, n_labels)`` float32 probability array per document, from head ``tasks[i]``."""
+        heads = [(t,) for t in tasks]
+        return [probs[task] for probs, task in zip(self.predict_heads(docs, heads, sentence_starts), tasks)]
+
+    def predict_heads(
+        self,
+        docs: Sequence[Sequence[str]],
+        heads: Sequence[Sequence[str]],
+        sentence_starts: Optional[Sequence[Optional[numpy.ndarray]]] = None,
+    ) -> List[Dict[str, numpy.ndarray]]:
+        """Per document, head → ``(n_words, n_labels)`` float32 probabilities, for each of
+        ``heads[i]``. Every head of a window reads the same encoder pass.
 
         ``sentence_starts[d]`` flags the words of document ``d`` that open a sentence, so
         whole sentences are packed into windows (see :func:`~dt4h_spacy.windows.make_windows`);
@@ -133,21 +144,22 @@ class WordTagger:
         """
         self._set_threads()
         encoded = encode_words(self.tokenizer, docs)
-        probs = [self._outside_only(len(words), task) for words, task in zip(docs, tasks)]
+        probs = [{task: self._outside_only(len(words), task) for task in doc_heads}
+                 for words, doc_heads in zip(docs, heads)]
         windows = make_windows(
             encoded, self.max_length, self.stride, self.tokenizer.cls_token_id, self.tokenizer.sep_token_id,
             sentence_starts,
         )
         for batch in plan_batches(windows, self.batch_size, self.max_batch_subwords):
-            self._run_batch([windows[i] for i in batch], tasks, probs)
+            self._run_batch([windows[i] for i in batch], heads, probs)
         return probs
 
     @torch.inference_mode()
     def window_logits(
         self, input_ids: numpy.ndarray, attention_mask: numpy.ndarray, positions: Sequence[numpy.ndarray],
-        tasks: Sequence[str],
-    ) -> List[numpy.ndarray]:
-        """Float32 logits at ``positions[w]`` of each given window ``w``, read by head ``tasks[w]``.
+        heads: Sequence[Sequence[str]],
+    ) -> List[Dict[str, numpy.ndarray]]:
+        """Per given window ``w``, head → float32 logits at ``positions[w]``, for each of ``heads[w]``.
 
         For readers that cut their own windows (``compat="authors"``): rows of ``input_ids``
         are run as given, padding included, ``batch_size`` windows (at most
@@ -158,7 +170,7 @@ class WordTagger:
         per_batch = self.batch_size
         if self.max_batch_subwords is not None:
             per_batch = max(1, min(per_batch, self.max_batch_subwords // max(length, 1)))
-        out: List[numpy.ndarray] = []
+        out: List[Dict[str, numpy.ndarray]] = []
         for lo in range(0, n_windows, per_batch):
             hi = min(lo + per_batch, n_windows)
             with self._autocast():
@@ -168,8 +180,8 @@ class WordTagger:
                 )
             for row in range(hi - lo):
                 picked = hidden[row, torch.from_numpy(positions[lo + row]).to(self.device)].float()
-                logits = self.model.classifiers[tasks[lo + row]](picked)
-                out.append(logits.float().cpu().numpy())
+                out.append({task: self.model.classifiers[task](picked).float().cpu().numpy()
+                            for task in heads[lo + row]})
         return out
 
     def _set_threads(self) -> None:
@@ -191,7 +203,9 @@ class WordTagger:
         return probs
 
     @torch.inference_mode()
-    def _run_batch(self, windows: List[Window], tasks: Sequence[str], out: List[numpy.ndarray]) -> None:
+    def _run_batch(
+        self, windows: List[Window], heads: Sequence[Sequence[str]], out: List[Dict[str, numpy.ndarray]]
+    ) -> None:
         longest = max(len(w.input_ids) for w in windows)
         ids = numpy.full((len(windows), longest), self.tokenizer.pad_token_id, dtype=numpy.int64)
         mask = numpy.zeros((len(windows), longest), dtype=numpy.int64)
@@ -206,15 +220,15 @@ class WordTagger:
         cols = numpy.concatenate([w.positions for w in windows])
         vectors = hidden[torch.from_numpy(rows).to(self.device), torch.from_numpy(cols).to(self.device)]
         offsets = numpy.cumsum([0] + [len(w.positions) for w in windows])
-        for task in dict.fromkeys(tasks[w.doc] for w in windows):
-            members = [r for r, w in enumerate(windows) if tasks[w.doc] == task]
+        for task in dict.fromkeys(task for w in windows for task in heads[w.doc]):
+            members = [r for r, w in enumerate(windows) if task in heads[w.doc]]
             selected = numpy.concatenate([numpy.arange(offsets[r], offsets[r + 1]) for r in members])
             logits = self.model.classifiers[task](vectors[torch.from_numpy(selected).to(self.device)].float())
             task_probs = torch.softmax(logits.float(), dim=-1).cpu().numpy()
             start = 0
             for r in members:
                 window = windows[r]
-                out[window.doc][window.words] = task_probs[start : start + len(window.positions)]
+                out[window.doc][task][window.words] = task_probs[start : start + len(window.positions)]
                 start += len(window.positions)
 
 

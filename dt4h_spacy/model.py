@@ -7,16 +7,28 @@ between their code and ours.
 
 from contextlib import nullcontext
 from pathlib import Path
-from typing import ContextManager, Dict, Mapping, Optional, Tuple, Union
+from typing import ContextManager, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig, PreTrainedTokenizerFast
 
-from .checkpoint import StateDict, _sample, head_sizes, hub_unreachable, split_state_dict
+from .checkpoint import (
+    StateDict,
+    _sample,
+    head_sizes,
+    hub_unreachable,
+    is_hf_checkpoint,
+    load_checkpoint_file,
+    load_hf_checkpoint,
+    resolve_checkpoint,
+    split_state_dict,
+)
 from .errors import CheckpointError
+from .labels import LabelScheme
 
 IGNORED_BUFFERS = ("embeddings.position_ids", "embeddings.token_type_ids")
+DEFAULT_BASE_MODEL = "FacebookAI/xlm-roberta-base"
 
 
 def _skip_init() -> ContextManager:
@@ -100,6 +112,35 @@ class MultiTaskTokenClassifier(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, task: str) -> torch.Tensor:
         """Per-subword logits of one head: the authors' ``model(..., task=...)`` contract."""
         return self.classifiers[task](self.dropout(self.encode(input_ids, attention_mask)))
+
+
+def load_network(
+    checkpoint: Union[str, Path],
+    base_model: Optional[Union[str, Path]] = None,
+    checkpoint_file: Optional[str] = None,
+    labels: Optional[Sequence[str]] = None,
+    allow_unsafe_pickle: bool = False,
+    mmap: bool = False,
+) -> Tuple[MultiTaskTokenClassifier, PreTrainedTokenizerFast, Dict[str, LabelScheme]]:
+    """Checkpoint → ``(network, tokenizer, head → label scheme)``: the one way every caller loads one.
+
+    A DT4H ``.pt`` takes its encoder config and tokenizer from ``base_model`` (default
+    xlm-roberta-base) and sorted BIO labels from its head names; a single-task
+    ``save_pretrained`` checkpoint is its own base model (unless ``base_model`` is given) and
+    takes its labels from ``config.id2label``. ``labels`` overrides either, for every head.
+    """
+    path = resolve_checkpoint(str(checkpoint), checkpoint_file)
+    listed: Dict[str, Tuple[str, ...]] = {}
+    if is_hf_checkpoint(path):
+        state, listed = load_hf_checkpoint(path, allow_unsafe_pickle, mmap)
+        base_model = base_model or path
+    else:
+        state = load_checkpoint_file(path, allow_unsafe_pickle, mmap)
+    config, tokenizer = load_base_model(base_model or DEFAULT_BASE_MODEL)
+    model = model_from_state_dict(state, config)
+    schemes = {task: LabelScheme(tuple(labels) if labels else listed[task]) if task in listed
+               else LabelScheme.for_task(task, labels) for task in model.tasks}
+    return model, tokenizer, schemes
 
 
 def model_from_state_dict(state: StateDict, config: PretrainedConfig) -> MultiTaskTokenClassifier:

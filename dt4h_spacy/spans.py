@@ -75,3 +75,21 @@ def predicted_spans(
     label_ids = probs.argmax(axis=1)
     confidence = probs[numpy.arange(len(label_ids)), label_ids]
     return entity_spans(doc, words, decode_bio(label_ids, scheme, orphan_i), confidence)
+
+
+def non_overlapping(spans: Sequence[Span]) -> List[Span]:
+    """The spans ``doc.ents`` can hold, by one rule: the longer span (in characters) wins an
+    overlap, then the higher ``span._.dt4h_score``, then the earlier one; in document order.
+
+    Heads of different entity types may tag overlapping text ("dolor torácico" a symptom,
+    "torácico" inside a procedure); ``doc.spans`` keeps them all.
+    """
+    ranked = sorted(spans, key=lambda s: (s.start_char - s.end_char, -(s._.dt4h_score or 0.0), s.start_char))
+    taken: set = set()
+    kept: List[Span] = []
+    for span in ranked:
+        tokens = range(span.start, span.end)
+        if not taken.intersection(tokens):
+            taken.update(tokens)
+            kept.append(span)
+    return sorted(kept, key=lambda s: s.start)

@@ -300,3 +300,58 @@ def train_tiny_model(base_model: PathLike, steps: int = 200, seed: int = 0) -> M
     finally:
         torch.set_num_threads(threads)
     return model.eval()
+
+
+# -- the rest of the family: multilabel and single-task checkpoints ------------------------
+
+FAMILY_HEADS = {"disease_es_ner": "disease", "disease_it_ner": "symptom", "disease_ro_ner": "procedure"}
+
+
+def build_multilabel_checkpoint(
+    path: PathLike, model: MultiTaskTokenClassifier, renames: Mapping[str, str] = FAMILY_HEADS
+) -> Path:
+    """``model`` saved as the multilingual multilabel checkpoint is: heads named by entity type
+    alone (``classifiers.disease``, ``.symptom``, ``.procedure``), each serving every language.
+
+    With the trained tiny model the ``disease`` head tags Spanish diseases, ``symptom``
+    Italian ones and ``procedure`` Romanian ones, so each head's spans are known exactly.
+    """
+    state: Dict[str, torch.Tensor] = {}
+    for key, value in model.state_dict().items():
+        if key.startswith("classifiers."):
+            _, task, param = key.split(".")
+            if task not in renames:
+                continue
+            key = f"classifiers.{renames[task]}.{param}"
+        state[key] = value
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, path)
+    return path
+
+
+def build_stl_checkpoint(
+    path: PathLike, base_model: PathLike, model: MultiTaskTokenClassifier, task: str,
+    labels: Sequence[str] = ("O", "B-DISEASE", "I-DISEASE"),
+) -> Path:
+    """One head of ``model`` as a single-task Hugging Face checkpoint (``save_pretrained`` of
+    ``XLMRobertaForTokenClassification`` + tokenizer), its labels listed in ``labels`` order
+    (not sorted, unlike the ``.pt`` heads) and the head's rows permuted to match, so it tags
+    exactly what ``task`` tags."""
+    from transformers import AutoConfig, AutoTokenizer, XLMRobertaForTokenClassification
+
+    from .labels import default_labels
+
+    config = AutoConfig.from_pretrained(base_model)
+    config.id2label = dict(enumerate(labels))
+    config.label2id = {label: i for i, label in enumerate(labels)}
+    stl = XLMRobertaForTokenClassification(config)
+    order = [default_labels(task).index(label) for label in labels]
+    head = model.classifiers[task]
+    state = {f"roberta.{k}": v for k, v in model.encoder.state_dict().items() if not k.startswith("pooler.")}
+    state.update({"classifier.weight": head.weight[order], "classifier.bias": head.bias[order]})
+    stl.load_state_dict(state, strict=False)
+    path = Path(path)
+    stl.save_pretrained(path)
+    AutoTokenizer.from_pretrained(base_model).save_pretrained(path)
+    return path

@@ -10,17 +10,18 @@ import html
 import sys
 import warnings
 from pathlib import Path
-from typing import Annotated, Optional, Sequence, Tuple
+from typing import Annotated, List, Optional, Sequence, Tuple
 
 import typer
 from spacy import displacy
-from spacy.tokens import Doc
+from spacy.tokens import Doc, Span
 from tqdm import tqdm
 
 from .batch import (
     BaseModelOption,
     CheckpointOption,
     EncodingOption,
+    FallbackLangOption,
     InputArgument,
     LangOption,
     ModelOption,
@@ -31,6 +32,7 @@ from .batch import (
     load_pipelines,
     prepare_output,
     report_failures,
+    spans_keys_of,
 )
 from .colors import DISPLACY_COLORS
 from .textfiles import atomic_write
@@ -56,26 +58,44 @@ SECTION = """<section id="{anchor}" style="margin-bottom: 3rem">
 </section>"""
 
 
-def render_page(docs: Sequence[Tuple[str, Doc]], title: str) -> str:
-    """The HTML page: one section per ``(name, doc)``, entities as displaCy ``<mark>`` elements."""
+def render_page(docs: Sequence[Tuple[str, Doc]], title: str, spans_keys: Optional[Sequence[str]] = None) -> str:
+    """The HTML page: one section per ``(name, doc)``, entities as displaCy ``<mark>`` elements;
+    with ``spans_keys``, every span of those ``doc.spans`` groups instead, overlapping ones
+    stacked (displaCy ``style="span"``), as multilabel checkpoints tag them."""
     sections = []
-    labels = sorted({ent.label_ for _, doc in docs for ent in doc.ents})
+    found = {name: _shown_spans(doc, spans_keys) for name, doc in docs}
+    labels = sorted({span.label_ for spans in found.values() for span in spans})
     options = {"ents": labels, "colors": DISPLACY_COLORS}
     for name, doc in docs:
-        entry = {
-            "text": doc.text,
-            "ents": [{"start": e.start_char, "end": e.end_char, "label": e.label_} for e in doc.ents],
-        }
+        spans = found[name]
+        if spans_keys is None:
+            style, entry = "ent", {
+                "text": doc.text,
+                "ents": [{"start": e.start_char, "end": e.end_char, "label": e.label_} for e in spans],
+            }
+        else:
+            style, entry = "span", {
+                "text": doc.text,
+                "tokens": [token.text for token in doc],
+                "spans": [{"start_token": s.start, "end_token": s.end, "label": s.label_} for s in spans],
+            }
         with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=r".*\[W006\]")  # a document without entities is fine here
-            content = displacy.render(entry, style="ent", manual=True, options=options, jupyter=False)
-        count = f"{len(doc.ents)} entit{'y' if len(doc.ents) == 1 else 'ies'}"
+            warnings.filterwarnings("ignore", message=r".*\[W(006|117)\]")  # a document without entities is fine here
+            content = displacy.render(entry, style=style, manual=True, options=options, jupyter=False)
+        count = f"{len(spans)} entit{'y' if len(spans) == 1 else 'ies'}"
         sections.append(SECTION.format(anchor=html.escape(name, quote=True), name=html.escape(name),
                                        count=count, content=content))
-    n_ents = sum(len(doc.ents) for _, doc in docs)
+    n_ents = sum(len(spans) for spans in found.values())
     summary = f"{len(docs)} document{'s' if len(docs) != 1 else ''}, {n_ents} entities."
     lang = html.escape(docs[0][1].lang_ if docs else "en", quote=True)
     return PAGE.format(lang=lang, title=html.escape(title), summary=summary, sections="\n".join(sections))
+
+
+def _shown_spans(doc: Doc, spans_keys: Optional[Sequence[str]]) -> List[Span]:
+    if spans_keys is None:
+        return list(doc.ents)
+    return sorted((s for key in spans_keys if key in doc.spans for s in doc.spans[key]),
+                  key=lambda s: (s.start, s.end, s.label_))
 
 
 def visualize_command(
@@ -83,11 +103,15 @@ def visualize_command(
     output: Annotated[Path, typer.Argument(metavar="OUTPUT", help="HTML file to write; missing folders are created.",
                                            show_default=False)],
     lang: LangOption = "auto",
+    fallback_lang: FallbackLangOption = None,
     checkpoint: CheckpointOption = None,
     base_model: BaseModelOption = None,
     model: ModelOption = None,
     encoding: EncodingOption = "utf-8",
     title: Annotated[Optional[str], typer.Option(help="Page title. Default: the pipeline's name.", show_default=False)] = None,
+    spans: Annotated[bool, typer.Option(
+        "--spans", help="Draw every predicted span, overlapping labels stacked (displaCy style=\"span\"), instead "
+                        "of the non-overlapping doc.ents.")] = False,
     recursive: RecursiveOption = False,
 ) -> None:
     """Write a standalone HTML page showing the entities the model finds in INPUT (a .txt file or a folder).
@@ -98,9 +122,9 @@ def visualize_command(
     reported and skipped. Exit code 1 if a file was skipped or no document could be shown,
     2 for an unusable model.
     """
-    groups, failures, total = find_inputs(source, lang, recursive)
+    groups, failures, total = find_inputs(source, lang, recursive, encoding)
     prepare_output(output)
-    pipelines = load_pipelines(groups, lang, model, checkpoint, base_model, {}, failures)
+    pipelines = load_pipelines(groups, lang, model, checkpoint, base_model, {}, failures, fallback_lang)
     with tqdm(total=total, unit="file", file=sys.stderr, disable=not sys.stderr.isatty()) as progress:
         docs = list(annotate(pipelines, groups, failures, progress, encoding))
     report_failures(failures)
@@ -110,7 +134,7 @@ def visualize_command(
     nlp = next(iter(pipelines.values()))
     page_title = title or f"{nlp.meta.get('lang', '')}_{nlp.meta.get('name', 'pipeline')} predictions"
     with atomic_write(output) as handle:
-        handle.write(render_page(sorted(docs, key=lambda item: item[0]), page_title))
+        handle.write(render_page(sorted(docs, key=lambda item: item[0]), page_title, spans_keys_of(nlp) if spans else None))
     typer.echo(f"{len(docs)} documents, {sum(len(d.ents) for _, d in docs)} entities -> {output}")
     if failures:
         raise typer.Exit(1)

@@ -14,7 +14,13 @@ import pytest
 import spacy
 from spacy.language import Language
 
-from dt4h_spacy.testing import build_tiny_base_model, build_tiny_checkpoint, train_tiny_model
+from dt4h_spacy.testing import (
+    build_multilabel_checkpoint,
+    build_stl_checkpoint,
+    build_tiny_base_model,
+    build_tiny_checkpoint,
+    train_tiny_model,
+)
 
 
 @pytest.fixture(scope="session")
@@ -34,6 +40,25 @@ def trained_checkpoint(tmp_path_factory, tiny_base_model) -> Path:
     """A tiny model that learned each language's own disease words (see dt4h_spacy.testing)."""
     model = train_tiny_model(tiny_base_model)
     return build_tiny_checkpoint(tmp_path_factory.mktemp("trained") / "trained.pt", tiny_base_model, model=model)
+
+
+@pytest.fixture(scope="session")
+def multilabel_checkpoint(tmp_path_factory, tiny_base_model, trained_checkpoint) -> Path:
+    """The trained tiny model in the multilabel layout: heads ``disease`` (tags Spanish
+    diseases), ``symptom`` (Italian ones) and ``procedure`` (Romanian ones), for every language."""
+    from dt4h_spacy.model import load_network
+
+    model, _, _ = load_network(trained_checkpoint, tiny_base_model)
+    return build_multilabel_checkpoint(tmp_path_factory.mktemp("multilabel") / "multilabel.pt", model)
+
+
+@pytest.fixture(scope="session")
+def stl_checkpoint(tmp_path_factory, tiny_base_model, trained_checkpoint) -> Path:
+    """The trained Spanish head as a single-task Hugging Face folder, id2label (O, B-, I-) not sorted."""
+    from dt4h_spacy.model import load_network
+
+    model, _, _ = load_network(trained_checkpoint, tiny_base_model)
+    return build_stl_checkpoint(tmp_path_factory.mktemp("stl") / "stl", tiny_base_model, model, "disease_es_ner")
 
 
 @pytest.fixture(scope="session")

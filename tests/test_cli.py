@@ -189,8 +189,8 @@ def mixed_folder(tmp_path):
     return folder
 
 
-NO_LANGUAGE = ("nota.txt: --lang auto needs a MultiClinNER name like MultiClinNER-es-test-disease-00019.txt; "
-               "pass the language, e.g. --lang es")
+NO_LANGUAGE = ("nota.txt: no MultiClinNER name like MultiClinNER-es-test-disease-00019.txt and too little text to "
+               "identify its language (4 letters, at least 12 needed); pass the language, e.g. --lang es")
 NO_HEAD = ("MultiClinNER-en-test-disease-1.txt: the model has no head for language 'en' (it serves es, it, ro); "
            "pass --lang with one of them to annotate it anyway")
 
@@ -396,7 +396,7 @@ def test_evaluate_prints_the_official_json(tmp_path):
     printed = json.loads(result.stdout)
     assert printed["strict"] == {"precision": 0.3333, "recall": 0.5, "f1": 0.4, "tp": 1, "fp": 2, "fn": 1}
     assert printed["char_f1"] == {"precision": 0.6444, "recall": 0.9667, "f1": 0.7733, "n_gold": 2, "n_pred": 3}
-    assert list(printed) == ["entity", "strict", "char_f1", "per_lang", "per_file"]
+    assert list(printed) == ["entity", "strict", "char_f1", "per_lang", "per_label", "per_file"]
 
 
 def test_evaluate_prints_a_table_and_writes_the_full_json_with_o(tmp_path):

@@ -2,7 +2,7 @@ import numpy
 import pytest
 
 from dt4h_spacy.decoding import decode_bio
-from dt4h_spacy.labels import LabelScheme, default_labels, entity_from_task, lang_from_task, tasks_by_lang
+from dt4h_spacy.labels import HeadRoutes, LabelScheme, default_labels, entity_from_task, lang_from_task, tasks_by_lang
 
 DISEASE = LabelScheme(default_labels("disease_es_ner"))
 TWO_TYPES = LabelScheme(("B-DISEASE", "B-SYMPTOM", "I-DISEASE", "I-SYMPTOM", "O"))
@@ -31,13 +31,32 @@ def test_task_names(task, entity, lang):
     assert lang_from_task(task) == lang
 
 
-def test_tasks_by_lang_skips_unnamed_and_rejects_duplicates():
-    assert tasks_by_lang(["disease_es_ner", "disease", "disease_it_ner"]) == {
-        "es": "disease_es_ner",
-        "it": "disease_it_ner",
+def test_tasks_by_lang_skips_unnamed_and_rejects_two_heads_of_one_type():
+    assert tasks_by_lang(["disease_es_ner", "disease", "disease_it_ner", "symptom_es_ner"]) == {
+        "es": ("disease_es_ner", "symptom_es_ner"),
+        "it": ("disease_it_ner",),
     }
-    with pytest.raises(ValueError, match="both serve language 'es'"):
-        tasks_by_lang(["disease_es_ner", "symptom_es_ner"])
+    with pytest.raises(ValueError, match="both tag DISEASE in language 'es'"):
+        tasks_by_lang(["disease_es_ner", "Disease_es_ner"])
+
+
+def test_head_routes_serve_named_languages_and_every_language_with_unnamed_heads():
+    routes = HeadRoutes.for_heads(["disease_es_ner", "symptom", "procedure"])
+    assert routes.heads_for("es") == ("disease_es_ner", "procedure", "symptom")
+    assert routes.heads_for("en") == ("procedure", "symptom") and routes.every_language
+    assert HeadRoutes.for_heads(["disease_es_ner", "symptom"], heads=["symptom"]).heads_for("es") == ("symptom",)
+    explicit = HeadRoutes.for_heads(["disease_es_ner", "symptom"], tasks={"xx": ["disease_es_ner", "symptom"]})
+    assert explicit.heads_for("xx") == ("disease_es_ner", "symptom") and explicit.heads_for("es") == ()
+    assert HeadRoutes.from_json(routes.to_json()) == routes
+    assert HeadRoutes.from_json({"es": "disease_es_ner"}) == HeadRoutes({"es": ("disease_es_ner",)})  # saved before
+    with pytest.raises(ValueError, match=r"heads \['sign'\]"):
+        HeadRoutes.for_heads(["symptom"], heads=["sign"])
+
+
+def test_a_czech_head_reads_documents_spacy_and_the_language_detector_call_cs():
+    routes = HeadRoutes.for_heads(["disease_cz_ner", "disease_es_ner"])
+    assert routes.heads_for("cs") == routes.heads_for("cz") == ("disease_cz_ner",)
+    assert routes.heads_for("ca") == ()
 
 
 @pytest.mark.parametrize(

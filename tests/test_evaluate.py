@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dt4h_spacy.errors import EvaluationError
-from dt4h_spacy.evaluate import evaluate, evaluate_files, pair_score, strict_errors
+from dt4h_spacy.evaluate import evaluate, evaluate_files, format_table, pair_score, strict_errors
 from dt4h_spacy.filenames import lang_from_filename
 from dt4h_spacy.tsv import Mention, TSVError, format_mentions
 
@@ -257,4 +257,30 @@ def test_per_file_metrics_are_each_files_own_evaluation(gold, pred):
         result = evaluate(gold, pred)
         for name, metrics in result["per_file"].items():
             own = reference([g for g in gold if g.filename == name], [p for p in pred if p.filename == name])
+            assert metrics == {"strict": own["strict"], "char_f1": own["char_f1"]}
+
+
+def test_each_label_scores_as_its_own_entity_run_and_the_totals_are_their_micro_average():
+    result = evaluate(README_GOLD, README_PRED)
+    assert list(result["per_label"]) == [D, "PROCEDURE", S]
+    for label, metrics in result["per_label"].items():
+        own = evaluate(README_GOLD, README_PRED, entity=label)
+        assert metrics == {"strict": own["strict"], "char_f1": own["char_f1"]}
+    assert result["per_label"][D] == {k: README_OUTPUT[k] for k in ("strict", "char_f1")}
+    assert sum(metrics["strict"]["tp"] for metrics in result["per_label"].values()) == result["strict"]["tp"]
+    table = format_table(result)
+    assert "| label | strict P" in table and "| **micro** | 0.6667 | 0.6667 | 0.6667 |" in table
+    assert "| label |" not in format_table(evaluate(README_GOLD, README_PRED, entity=D))
+
+
+@settings(max_examples=100, deadline=None)
+@given(spans(14), spans(14))
+def test_per_label_metrics_are_each_labels_entity_evaluation(gold, pred):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if gold and pred and not {m.filename for m in gold} & {m.filename for m in pred}:
+            return
+        result = evaluate(gold, pred)
+        for label, metrics in result["per_label"].items():
+            own = reference(gold, pred, label)
             assert metrics == {"strict": own["strict"], "char_f1": own["char_f1"]}

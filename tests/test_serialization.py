@@ -36,7 +36,7 @@ def test_to_disk_and_spacy_load_without_the_original_files(tmp_path, make_nlp, t
     assert ents(loaded.pipe(TEXTS)) == expected
     component = loaded.get_pipe("dt4h_disease")
     assert component.cfg["orphan_i"] == "begin" and component.cfg["stride"] == 32
-    assert component.languages == {"es": "disease_es_ner", "it": "disease_it_ner", "ro": "disease_ro_ner"}
+    assert component.languages == {"es": ("disease_es_ner",), "it": ("disease_it_ner",), "ro": ("disease_ro_ner",)}
     assert (tmp_path / "pipeline" / "dt4h_disease" / "model.safetensors").exists()
 
 

@@ -241,7 +241,7 @@ def test_each_language_gets_a_loadable_pipeline_with_identical_entities(run, mak
     for lang, (text, expected) in TEXTS.items():
         nlp = spacy.load(result.pipelines[LANG_TASK[lang]])
         assert nlp.lang == lang and nlp.meta["name"] == "dt4h_disease"
-        assert nlp.get_pipe("dt4h_disease").languages == {lang: LANG_TASK[lang]}
+        assert nlp.get_pipe("dt4h_disease").languages == {lang: (LANG_TASK[lang],)}
         assert _ents(nlp, text) == expected
         other = make_nlp(lang, checkpoint=result.best_checkpoint)
         for extra in ("la diabetes de hoy", "il paziente con ipertensione acuta", "azi diabet și infarct"):
@@ -255,7 +255,7 @@ def test_one_multilingual_pipeline_holds_the_encoder_once_and_finds_what_each_la
     assert [p.name for p in path.rglob("*.safetensors")] == ["model.safetensors"]
     nlp = spacy.load(path)
     assert nlp.lang == "xx" and nlp.meta["name"] == "dt4h_disease"
-    assert nlp.get_pipe("dt4h_disease").languages == LANG_TASK
+    assert nlp.get_pipe("dt4h_disease").languages == {lang: (task,) for lang, task in LANG_TASK.items()}
     strict_f = [result.best_scores[task]["strict"]["f1"] for task in LANG_TASK.values()]
     assert nlp.meta["performance"]["strict_f"] == pytest.approx(sum(strict_f) / 3)
     for lang, (text, expected) in TEXTS.items():
@@ -361,7 +361,7 @@ def test_fine_tuning_keeps_every_head_and_a_new_language_is_a_config_section(run
     assert not torch.equal(after["encoder.embeddings.word_embeddings.weight"], before["encoder.embeddings.word_embeddings.weight"])
     assert list(tuned.pipelines) == ["disease_en_ner"]  # one language: no multilingual pipeline
     nlp = spacy.load(tuned.pipelines["disease_en_ner"])
-    assert nlp.lang == "en" and nlp.get_pipe("dt4h_disease").languages == {"en": "disease_en_ner"}
+    assert nlp.lang == "en" and nlp.get_pipe("dt4h_disease").languages == {"en": ("disease_en_ner",)}
 
 
 def test_tasks_trains_only_the_named_heads_without_the_other_languages_data(run, tmp_path, tiny_base_model):
@@ -381,7 +381,7 @@ def test_tasks_trains_only_the_named_heads_without_the_other_languages_data(run,
     assert not torch.equal(after["classifiers.disease_es_ner.weight"], before["classifiers.disease_es_ner.weight"])
     assert sorted(p.name for p in (tmp_path / "out" / "pipelines").iterdir()) == ["disease_es_ner", "disease_it_ner", "multilingual"]
     multilingual = spacy.load(tmp_path / "out" / "pipelines" / "multilingual")
-    assert multilingual.get_pipe("dt4h_disease").languages == {"es": "disease_es_ner", "it": "disease_it_ner"}
+    assert multilingual.get_pipe("dt4h_disease").languages == {"es": ("disease_es_ner",), "it": ("disease_it_ner",)}
     assert sorted(Config().from_disk(tmp_path / "out" / "config.cfg", interpolate=False)["tasks"]) == ["disease_es_ner", "disease_it_ner"]
     unknown = CliRunner().invoke(app, [*args, "--tasks", "disease_es_ner,disease_en_ner"])
     assert unknown.exit_code == 2

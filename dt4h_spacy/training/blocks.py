@@ -14,11 +14,10 @@ from spacy.util import registry
 from torch import nn
 from transformers import AutoModel, PreTrainedTokenizerFast
 
-from ..checkpoint import load_checkpoint_file, resolve_checkpoint
 from ..errors import CheckpointError
 from ..filenames import spacy_lang
 from ..labels import lang_from_task
-from ..model import MultiTaskTokenClassifier, load_base_model, model_from_state_dict
+from ..model import MultiTaskTokenClassifier, load_base_model, load_network
 from .data import TASK_SAMPLING, UNITS
 
 LR_DECAYS = ("constant", "linear")
@@ -69,10 +68,10 @@ class ModelSpec:
         ``pretrained = false``, randomly initialised from the base model's config and ``seed``
         (the same weights whatever transformers version is installed).
         """
-        config, tokenizer = load_base_model(self.base_model)
         if self.init_checkpoint:
-            path = resolve_checkpoint(self.init_checkpoint)
-            model = model_from_state_dict(load_checkpoint_file(path, self.allow_unsafe_pickle), config)
+            path = self.init_checkpoint
+            model, tokenizer, _ = load_network(path, self.base_model, allow_unsafe_pickle=self.allow_unsafe_pickle)
+            config = model.encoder.config
             model.dropout.p = self.dropout
             for task, n_labels in heads.items():
                 if task not in model.classifiers:
@@ -82,7 +81,9 @@ class ModelSpec:
                         f"Head {task!r} of {path} predicts {model.classifiers[task].out_features} "
                         f"labels, the task needs {n_labels}. Rename the task to train a new head."
                     )
-        elif self.pretrained:
+            return model.train(), tokenizer
+        config, tokenizer = load_base_model(self.base_model)
+        if self.pretrained:
             try:
                 encoder = AutoModel.from_pretrained(self.base_model)
             except (OSError, ValueError) as err:

@@ -1,0 +1,32 @@
+"""The custom attributes the package's components set, registered once on import.
+
+``span._.dt4h_score`` is stored per span *and label*: spaCy keys a span attribute by its
+offsets alone, so a symptom and a disease head tagging the same words would otherwise
+share one score in ``doc.spans``.
+"""
+
+from typing import Optional, Tuple
+
+from spacy.tokens import Doc, Span
+
+SCORE = "dt4h_score"
+
+
+def _score_key(span: Span) -> Tuple[str, int, int, str]:
+    return (SCORE, span.start_char, span.end_char, span.label_)
+
+
+def get_score(span: Span) -> Optional[float]:
+    """The probability-based score of ``span``'s label over its words; None if it was not predicted."""
+    return span.doc.user_data.get(_score_key(span))
+
+
+def set_score(span: Span, value: Optional[float]) -> None:
+    span.doc.user_data[_score_key(span)] = value
+
+
+for _attr in ("dt4h_lang", "dt4h_chars"):
+    if not Doc.has_extension(_attr):
+        Doc.set_extension(_attr, default=None)
+if not Span.has_extension(SCORE):
+    Span.set_extension(SCORE, getter=get_score, setter=set_score)
