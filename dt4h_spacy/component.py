@@ -32,6 +32,7 @@ from .errors import CheckpointError
 from .inference import WordTagger, check_speed_options, torch_device
 from .labels import HeadRoutes, LabelScheme
 from .model import MultiTaskTokenClassifier, load_network, model_from_state_dict
+from .sentences import sentence_starts
 from .spans import non_overlapping, predicted_spans, word_texts, word_tokens
 from .windows import check_window_settings
 
@@ -295,8 +296,9 @@ class DiseaseRecognizer(Pipe):
             return
         words = [word_tokens(doc) for doc in docs]
         texts = [word_texts(doc, w) for doc, w in zip(docs, words)]
+        starts = [sentence_starts(doc, w) for doc, w in zip(docs, words)]
         threshold = self.cfg["threshold"]
-        for doc, w, by_head in zip(docs, words, tagger.predict_heads(texts, heads)):
+        for doc, w, by_head in zip(docs, words, tagger.predict_heads(texts, heads, starts)):
             spans = [
                 span
                 for task, probs in by_head.items()

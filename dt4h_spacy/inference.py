@@ -118,24 +118,37 @@ class WordTagger:
         """The network's fp32 weights in the authors' layout, whatever ``quantize`` did."""
         return dict(self._fp32_state)
 
-    def predict(self, docs: Sequence[Sequence[str]], tasks: Sequence[str]) -> List[numpy.ndarray]:
+    def predict(
+        self,
+        docs: Sequence[Sequence[str]],
+        tasks: Sequence[str],
+        sentence_starts: Optional[Sequence[Optional[numpy.ndarray]]] = None,
+    ) -> List[numpy.ndarray]:
         """One ``(n_words, n_labels)`` float32 probability array per document, from head ``tasks[i]``."""
-        return [probs[task] for probs, task in zip(self.predict_heads(docs, [(t,) for t in tasks]), tasks)]
+        heads = [(t,) for t in tasks]
+        return [probs[task] for probs, task in zip(self.predict_heads(docs, heads, sentence_starts), tasks)]
 
     def predict_heads(
-        self, docs: Sequence[Sequence[str]], heads: Sequence[Sequence[str]]
+        self,
+        docs: Sequence[Sequence[str]],
+        heads: Sequence[Sequence[str]],
+        sentence_starts: Optional[Sequence[Optional[numpy.ndarray]]] = None,
     ) -> List[Dict[str, numpy.ndarray]]:
         """Per document, head → ``(n_words, n_labels)`` float32 probabilities, for each of
         ``heads[i]``. Every head of a window reads the same encoder pass.
 
-        A word with no subword (the tokenizer dropped every character) is certain ``O``.
+        ``sentence_starts[d]`` flags the words of document ``d`` that open a sentence, so
+        whole sentences are packed into windows (see :func:`~dt4h_spacy.windows.make_windows`);
+        without it a document is read as one sentence. A word with no subword (the tokenizer
+        dropped every character) is certain ``O``.
         """
         self._set_threads()
         encoded = encode_words(self.tokenizer, docs)
         probs = [{task: self._outside_only(len(words), task) for task in doc_heads}
                  for words, doc_heads in zip(docs, heads)]
         windows = make_windows(
-            encoded, self.max_length, self.stride, self.tokenizer.cls_token_id, self.tokenizer.sep_token_id
+            encoded, self.max_length, self.stride, self.tokenizer.cls_token_id, self.tokenizer.sep_token_id,
+            sentence_starts,
         )
         for batch in plan_batches(windows, self.batch_size, self.max_batch_subwords):
             self._run_batch([windows[i] for i in batch], heads, probs)

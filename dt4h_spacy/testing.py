@@ -7,6 +7,7 @@ and one head per task, saved exactly as the authors save theirs.
 """
 
 import math
+import random
 import re
 from collections import Counter
 from pathlib import Path
@@ -206,8 +207,6 @@ def synthetic_sentences(lang: str, n: int, seed: int = 0) -> list:
     Two diseases and a filler word of the other languages appear untagged, so a head learns
     its own diseases rather than "any disease" or "any word it has not seen".
     """
-    import random
-
     rng = random.Random(f"{lang}-{seed}")
     other_diseases = [d for other in DISEASES if other != lang for d in DISEASES[other]]
     other_fillers = [f for other in FILLERS if other != lang for f in FILLERS[other]]
@@ -229,6 +228,29 @@ def synthetic_sentences(lang: str, n: int, seed: int = 0) -> list:
             tags[i:i] = ["O"]
         data.append((words, tags))
     return data
+
+
+def clinical_sentence(rng: random.Random, lang: str = "es") -> str:
+    """One case-report sentence of ``lang``'s tiny-model words: capitalized, with diseases
+    bare, with their acute form, in parentheses, quotes or hyphenated, and a final mark."""
+    words = [rng.choice(FILLERS[lang]) for _ in range(rng.randint(5, 14))]
+    for _ in range(rng.randint(1, 3)):
+        disease = rng.choice(DISEASES[lang])
+        form = rng.choice(["{}", "{} " + ACUTE[lang], "({})", "«{}»", '"{}",', "{};", "{}-" + rng.choice(DISEASES[lang])])
+        words.insert(rng.randrange(len(words) + 1), form.format(disease))
+    return " ".join(words).capitalize() + rng.choice([".", ".", ":", "!", " ..."])
+
+
+def clinical_case(seed: int, paragraphs: int = 6, lang: str = "es") -> str:
+    """A case report of the tiny model's words: paragraphs of 3-7 sentences, mixed line
+    endings, and sometimes a disease on the last line, so mentions may end a text or cross
+    lines; several encoder windows long from about 30 paragraphs on."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(paragraphs):
+        sentences = [clinical_sentence(rng, lang) for _ in range(rng.randint(3, 7))]
+        out.append(rng.choice([" ", "\n", "  "]).join(sentences))
+    return rng.choice(["\n\n", "\n", "\r\n"]).join(out) + rng.choice(["", "\n", f" {DISEASES[lang][1]}\n"])
 
 
 def _passage(sentences: Sequence[Tuple[List[str], List[str]]]) -> Tuple[List[str], List[str]]:

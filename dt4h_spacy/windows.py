@@ -1,13 +1,15 @@
 """Words → subwords → encoder-sized windows, and back.
 
 This is the one place that aligns words with subwords: a word is represented by its
-*first* subword (as in the authors' training). Long documents are cut into overlapping
-windows by subword count; each word is read from the window where it sits most centrally,
-so it has the most context on both sides.
+*first* subword (as in the authors' training). A document's sentences are packed whole
+into windows of at most ``max_length`` subwords, so every subword is computed once and
+every word sees at least its whole sentence (the model was trained on single sentences).
+Only a sentence longer than a window is cut into overlapping windows; each of its words is
+read from the window where it sits most centrally, so it has the most context on both sides.
 """
 
 from dataclasses import dataclass
-from typing import Iterator, List, Optional, Sequence
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 import numpy
 from transformers import PreTrainedTokenizerFast
@@ -79,14 +81,52 @@ def check_window_settings(max_length: int, stride: int) -> None:
         )
 
 
+def sentence_cuts(enc: EncodedWords, starts: Optional[numpy.ndarray]) -> numpy.ndarray:
+    """Subword offsets where sentences begin, with 0 and the end: always at word boundaries.
+
+    ``starts`` flags each word that opens a sentence; ``None`` makes the document one
+    sentence (a training unit). A sentence whose first words have no subword begins at its
+    next word that has one.
+    """
+    n = len(enc.subword_ids)
+    if starts is None:
+        return numpy.array([0, n], dtype=numpy.int64)
+    if len(starts) != enc.n_words:
+        raise ValueError(f"sentence starts cover {len(starts)} words, the document has {enc.n_words}.")
+    readable = numpy.flatnonzero(enc.first_subword >= 0)
+    following = numpy.searchsorted(readable, numpy.flatnonzero(starts))
+    cuts = numpy.r_[enc.first_subword[readable], n][following]
+    return numpy.unique(numpy.r_[0, cuts, n])
+
+
+def pack_sentences(cuts: numpy.ndarray, size: int) -> Iterator[Tuple[int, int]]:
+    """``[lo, hi)`` subword pieces: as many whole sentences as fit ``size``, or one longer sentence.
+
+    Greedy, in document order: a piece ends at the last sentence end that still fits.
+    """
+    lo, n = 0, int(cuts[-1])
+    while lo < n:
+        hi = int(cuts[numpy.searchsorted(cuts, lo + size, side="right") - 1])
+        if hi <= lo:  # the sentence at lo alone is longer than a window
+            hi = int(cuts[numpy.searchsorted(cuts, lo, side="right")])
+        yield lo, hi
+        lo = hi
+
+
 def make_windows(
     encoded: Sequence[EncodedWords],
     max_length: int,
     stride: int,
     cls_id: int,
     sep_id: int,
+    sentence_starts: Optional[Sequence[Optional[numpy.ndarray]]] = None,
 ) -> List[Window]:
-    """Cut every document into windows of at most ``max_length`` ids (specials included)."""
+    """Cut every document into windows of at most ``max_length`` ids (specials included).
+
+    ``sentence_starts[d]`` flags the words of document ``d`` that open a sentence (``None``,
+    or no list at all: the document is one sentence). Sentences are packed whole; only one
+    longer than a window gets overlapping windows of its own.
+    """
     check_window_settings(max_length, stride)
     size = max_length - 2
     windows: List[Window] = []
@@ -95,21 +135,25 @@ def make_windows(
         if not len(words):
             continue
         first = enc.first_subword[words]
-        bounds = window_bounds(len(enc.subword_ids), size, stride)
-        owner = _most_central(first, bounds, len(enc.subword_ids))
-        for k, (start, end) in enumerate(bounds):
-            owned = owner == k
-            if not owned.any():
-                continue
-            ids = numpy.concatenate(([cls_id], enc.subword_ids[start:end], [sep_id]))
-            windows.append(Window(doc, ids, first[owned] - start + 1, words[owned]))
+        starts = None if sentence_starts is None else sentence_starts[doc]
+        for lo, hi in pack_sentences(sentence_cuts(enc, starts), size):
+            a, b = numpy.searchsorted(first, [lo, hi])
+            piece_words, piece_first = words[a:b], first[a:b] - lo
+            bounds = window_bounds(hi - lo, size, stride)
+            owner = _most_central(piece_first, bounds, hi - lo)
+            for k, (start, end) in enumerate(bounds):
+                owned = owner == k
+                if not owned.any():
+                    continue
+                ids = numpy.concatenate(([cls_id], enc.subword_ids[lo + start : lo + end], [sep_id]))
+                windows.append(Window(doc, ids, piece_first[owned] - start + 1, piece_words[owned]))
     return windows
 
 
 def _most_central(first: numpy.ndarray, bounds: Sequence[tuple], n_subwords: int) -> numpy.ndarray:
     """For each word, the window whose nearest *cut* edge is farthest from it (first on ties).
 
-    A document's own start and end are not cuts: nothing was hidden from the model there.
+    A sentence's own start and end are not cuts: nothing of it was hidden from the model there.
     Windows are sorted, so only the few that hold a word are compared: memory stays linear
     in the document (a windows x words matrix needs tens of GB for a 5 MB file).
     """
@@ -131,21 +175,32 @@ def _most_central(first: numpy.ndarray, bounds: Sequence[tuple], n_subwords: int
     return best
 
 
-def plan_batches(windows: Sequence[Window], batch_size: int, max_batch_subwords: Optional[int]) -> Iterator[List[int]]:
+def plan_batches(
+    windows: Sequence[Window], batch_size: int, max_batch_subwords: Optional[int], max_padding: float = 0.125
+) -> Iterator[List[int]]:
     """Group windows of similar length so padding stays small.
 
-    Longest first, so the first batch shows at once whether memory suffices.
+    Longest first, so the first batch shows at once whether memory suffices. A batch also
+    closes before a window that would make more than ``max_padding`` of its positions
+    padding: packed documents end in a short window, and padding it to a full one costs as
+    much as a full one.
     """
     order = sorted(range(len(windows)), key=lambda i: -len(windows[i].input_ids))
     batch: List[int] = []
+    filled = 0
     for i in order:
-        longest = len(windows[batch[0]].input_ids) if batch else len(windows[i].input_ids)
-        full = len(batch) >= batch_size or (
-            max_batch_subwords is not None and batch and (len(batch) + 1) * longest > max_batch_subwords
+        length = len(windows[i].input_ids)
+        longest = len(windows[batch[0]].input_ids) if batch else length
+        padded = (len(batch) + 1) * longest
+        full = batch and (
+            len(batch) >= batch_size
+            or (max_batch_subwords is not None and padded > max_batch_subwords)
+            or padded - filled - length > max_padding * padded
         )
         if full:
             yield batch
-            batch = []
+            batch, filled = [], 0
         batch.append(i)
+        filled += length
     if batch:
         yield batch

@@ -5,7 +5,6 @@ The reference below is a plain transcription of ``predict_entities`` in the auth
 ``model(...)``, no batching, their vote and trim written out as they are.
 """
 
-import random
 import unicodedata
 from collections import Counter, defaultdict
 
@@ -16,7 +15,7 @@ from spacy.tokens import Doc
 from typer.testing import CliRunner
 
 from dt4h_spacy.cli import app
-from dt4h_spacy.testing import ACUTE, DISEASES, FILLERS
+from dt4h_spacy.testing import clinical_case
 from dt4h_spacy.tsv import Mention, format_mentions, sort_key
 
 ID2LABEL = {0: "B-DISEASE", 1: "I-DISEASE", 2: "O"}
@@ -87,25 +86,6 @@ def reference_entities(txt, task, model, tokenizer, max_length, stride):
             current, start, end = None, None, None
     flush(current, start, end)
     return entities, margin
-
-
-def clinical_case(seed, paragraphs=6):
-    """A Spanish case report of the tiny model's words: paragraphs, punctuation, quotes,
-    parentheses, and diseases at line ends so that mentions may cross lines."""
-    rng = random.Random(seed)
-    out = []
-    for _ in range(paragraphs):
-        sentences = []
-        for _ in range(rng.randint(3, 7)):
-            words = [rng.choice(FILLERS["es"]) for _ in range(rng.randint(5, 14))]
-            for _ in range(rng.randint(1, 3)):
-                disease = rng.choice(DISEASES["es"])
-                form = rng.choice(["{}", "{} " + ACUTE["es"], "({})", "«{}»", '"{}",', "{};", "{}-" + rng.choice(DISEASES["es"])])
-                words.insert(rng.randrange(len(words) + 1), form.format(disease))
-            sentences.append(" ".join(words).capitalize() + rng.choice([".", ".", ":", "!", " ..."]))
-        glue = rng.choice([" ", "\n", "  "])
-        out.append(glue.join(sentences))
-    return rng.choice(["\n\n", "\n", "\r\n"]).join(out) + rng.choice(["", "\n", " diabetes\n"])
 
 
 TEXTS = [clinical_case(seed) for seed in range(4)] + [

@@ -19,13 +19,13 @@ from spacy.tokens import Doc, DocBin
 from spacy.vocab import Vocab
 from transformers import PreTrainedTokenizerFast
 
-from ..spans import line_break_before, word_texts, word_tokens
+from ..sentences import sentence_starts
+from ..spans import word_texts, word_tokens
 from ..windows import encode_words, make_windows
 
 IGNORE_INDEX = -100
 UNITS = ("sentence", "doc")
 TASK_SAMPLING = ("sequential", "proportional", "temperature")
-SENTENCE_END = frozenset({".", "!", "?"})
 
 
 @dataclass(frozen=True)
@@ -87,24 +87,6 @@ def word_label_ids(doc: Doc, words: numpy.ndarray, label2id: Mapping[str, int], 
             )
         ids[k] = label2id[label]
     return ids
-
-
-def sentence_starts(doc: Doc, words: numpy.ndarray, inside: numpy.ndarray) -> numpy.ndarray:
-    """Whether each word opens a sentence; never inside an entity (``inside``: word is I-).
-
-    Sentence boundaries already in the doc win; otherwise a sentence ends after ``.``, ``!``
-    or ``?`` and at every line break, which is how clinical notes are written.
-    """
-    if doc.has_annotation("SENT_START"):
-        sentence_of_token = numpy.cumsum([bool(token.is_sent_start) for token in doc])
-        ids = sentence_of_token[words]
-        starts = numpy.r_[True, ids[1:] != ids[:-1]]
-    else:
-        after_end = numpy.array([False] + [doc[int(i)].text in SENTENCE_END for i in words[:-1]], dtype=bool)
-        starts = after_end | line_break_before(doc, words)
-    starts &= ~inside
-    starts[0] = True
-    return starts
 
 
 def doc_units(doc: Doc, label2id: Mapping[str, int], task: str, unit: str = "sentence") -> List[Unit]:

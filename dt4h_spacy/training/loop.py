@@ -26,6 +26,7 @@ from ..evaluate import evaluate
 from ..inference import WordTagger, max_positions, torch_device
 from ..labels import LabelScheme
 from ..model import MultiTaskTokenClassifier
+from ..sentences import sentence_starts
 from ..spans import predicted_spans, word_texts, word_tokens
 from ..tsv import Mention
 from .data import IGNORE_INDEX, Batch, Example, collate, epoch_plan
@@ -106,10 +107,11 @@ def dev_scores(
     )
     words = [word_tokens(doc) for doc in docs]
     texts = [word_texts(doc, w) for doc, w in zip(docs, words)]
+    starts = [sentence_starts(doc, w) for doc, w in zip(docs, words)]
     gold: List[Mention] = []
     pred: List[Mention] = []
     try:
-        for n, (doc, w, probs) in enumerate(zip(docs, words, tagger.predict(texts, [task] * len(docs)))):
+        for n, (doc, w, probs) in enumerate(zip(docs, words, tagger.predict(texts, [task] * len(docs), starts))):
             name = f"dev-{n:06d}"
             gold.extend(Mention(name, e.label_, e.start_char, e.end_char, e.text) for e in doc.ents)
             for span in predicted_spans(doc, w, probs, scheme):
