@@ -25,6 +25,7 @@ from collections import defaultdict
 from typing import Dict, List, NamedTuple, Sequence, Tuple
 
 import numpy
+import tokenizers
 
 from .decoding import decode_bio
 from .inference import WordTagger
@@ -89,6 +90,7 @@ def authors_entities(
         return_token_type_ids=False,
     )
     owners: List[int] = list(enc["overflow_to_sample_mapping"])
+    _check_windows_cover(tagger.tokenizer, texts, owners, enc["offset_mapping"])
     keys: List[List[Key]] = []
     positions: List[numpy.ndarray] = []
     for w in range(len(owners)):
@@ -131,6 +133,24 @@ def authors_entities(
                for entity in _entities(text, task_votes, tagger.schemes[task]))
         for doc, text in enumerate(texts)
     ]
+
+
+def _check_windows_cover(tokenizer, texts: Sequence[str], owners: Sequence[int], offsets) -> None:
+    """Refuse windows that stop before a text's last subword, rather than silently drop the rest.
+
+    tokenizers 0.23.1 and 0.23.2 return only the first two overflowing windows of a text.
+    """
+    ends = [0] * len(texts)
+    for doc, window in zip(owners, offsets):
+        ends[doc] = max([ends[doc]] + [end for _, end in window])
+    for text, end in zip(texts, ends):
+        rest = text[end:]
+        if rest.strip() and tokenizer(rest, add_special_tokens=False)["input_ids"]:
+            raise RuntimeError(
+                f"The tokenizer's overflowing windows stop at character {end} of a {len(text)}-character text "
+                f"(tokenizers {tokenizers.__version__}; releases 0.23.1 and 0.23.2 drop every window after the "
+                "second), so compat='authors' would miss its end. Upgrade: pip install -U tokenizers"
+            )
 
 
 def _entities(text: str, votes: Dict[Key, Tuple[List[int], List[float]]], scheme: LabelScheme) -> List[CharEntity]:

@@ -181,3 +181,28 @@ def test_default_mode_sets_no_character_entities(make_nlp):
     nlp = make_nlp()
     assert nlp.get_pipe("dt4h_disease").cfg["compat"] == "words"
     assert nlp("Paciente con miocarditis aguda.")._.dt4h_chars is None
+
+
+class FirstTwoWindows:
+    """A tokenizer that keeps only a text's first two overflowing windows, as tokenizers 0.23.1 and
+    0.23.2 do."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+
+    def __call__(self, texts, **kwargs):
+        enc = self.tokenizer(texts, **kwargs)
+        if not kwargs.get("return_overflowing_tokens"):
+            return enc
+        owners = list(enc["overflow_to_sample_mapping"])
+        keep = [w for w, doc in enumerate(owners) if owners[:w].count(doc) < 2]
+        return {key: [enc[key][w] for w in keep] for key in enc}
+
+
+def test_windows_that_stop_early_are_refused_not_read(make_authors_nlp):
+    nlp = make_authors_nlp(max_length=40, stride=12)
+    tagger = nlp.get_pipe("dt4h_disease").tagger
+    assert nlp("Paciente con diabetes.").text  # one window: nothing is missing
+    tagger.tokenizer = FirstTwoWindows(tagger.tokenizer)
+    with pytest.raises(RuntimeError, match=r"stop at character \d+ of a \d+-character text.*pip install -U tokenizers"):
+        nlp(clinical_case(3))
