@@ -163,7 +163,7 @@ def predict_command(
     opened = open_source(source, lang, recursive, encoding, Columns(id_column, text_column, lang_column))
     prepare_output(output)
     kind = output_kind(output)
-    settings = {"batch_size": batch_size, "device": device, "threshold": min_score, "quantize": quantize,
+    settings = {"device": device, "threshold": min_score, "quantize": quantize,
                 "precision": precision.value, "num_threads": threads, "compat": compat.value}
     pipelines = Pipelines(lang, model, checkpoint, base_model, settings, fallback_lang)
     job = {**opened.describe(), "lang": lang, "fallback_lang": fallback_lang, "model": model, "checkpoint": checkpoint, "base_model": base_model,

@@ -55,7 +55,7 @@ DEFAULT_CONFIG: Dict[str, Any] = {
     "compat": "words",
     "overwrite_ents": False,
     "threshold": 0.0,
-    "batch_size": 32,
+    "batch_size": None,
     "max_batch_subwords": 16384,
     "max_length": 512,
     "stride": 128,
@@ -88,7 +88,7 @@ def make_dt4h_disease(
     compat: str,
     overwrite_ents: bool,
     threshold: float,
-    batch_size: int,
+    batch_size: Optional[int],
     max_batch_subwords: Optional[int],
     max_length: int,
     stride: int,
@@ -146,7 +146,7 @@ class DiseaseRecognizer(Pipe):
         compat: str = "words",
         overwrite_ents: bool = False,
         threshold: float = 0.0,
-        batch_size: int = 32,
+        batch_size: Optional[int] = None,
         max_batch_subwords: Optional[int] = 16384,
         max_length: int = 512,
         stride: int = 128,
@@ -168,8 +168,8 @@ class DiseaseRecognizer(Pipe):
             )
         if not 0.0 <= threshold <= 1.0:
             raise ValueError(f"threshold must be between 0 and 1 (a span._.dt4h_score), got {threshold}.")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
+        if batch_size is not None and batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1 (or null: by device), got {batch_size}.")
         if max_batch_subwords is not None and max_batch_subwords < 1:
             raise ValueError(f"max_batch_subwords must be at least 1 (or null for no cap), got {max_batch_subwords}.")
         if not spans_key:

@@ -75,6 +75,13 @@ def max_positions(config: PretrainedConfig) -> int:
     return positions
 
 
+def default_batch_size(device: torch.device) -> int:
+    """Windows per forward pass when the config says null. A GPU needs batches to be busy; on a
+    CPU one window per pass measured 1.2x faster than batches of 32 (2 cores, base-sized
+    encoder: larger attention tensors leave the caches), and the windows are packed anyway."""
+    return 1 if device.type == "cpu" else 32
+
+
 @dataclass
 class WordTagger:
     """A loaded network with its tokenizer and the label scheme of each head."""
@@ -84,7 +91,7 @@ class WordTagger:
     schemes: Dict[str, LabelScheme]
     max_length: int = 512
     stride: int = 128
-    batch_size: int = 32
+    batch_size: Optional[int] = None
     max_batch_subwords: Optional[int] = 16384
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     precision: str = "fp32"
@@ -93,6 +100,8 @@ class WordTagger:
 
     def __post_init__(self) -> None:
         check_speed_options(self.device, self.precision, self.quantize, self.num_threads)
+        if self.batch_size is None:
+            self.batch_size = default_batch_size(self.device)
         limit = max_positions(self.model.encoder.config)
         if self.max_length > limit:
             raise ValueError(
