@@ -296,18 +296,6 @@ def run_per_doc(tagger: WordTagger, docs: Sequence[Tuple[str, str]]) -> int:
     return sum(len(authors_entities(tagger, [text], [(LANG_TASK[lang],)])[0]) for lang, text in docs)
 
 
-class PaddedCount:
-    """Positions every forward pass of ``encoder`` reads, from the input's shape alone (no device
-    sync inside a timed run): what the authors' windows padded to 512 cost."""
-
-    def __init__(self, encoder: torch.nn.Module):
-        self.positions = 0
-        encoder.register_forward_pre_hook(self, with_kwargs=True)
-
-    def __call__(self, module, args, kwargs) -> None:
-        self.positions += kwargs.get("input_ids", args[0] if args else None).numel()
-
-
 # -- timing ---------------------------------------------------------------------------
 
 
@@ -432,17 +420,20 @@ def near_seam_chars(tagger: WordTagger, doc) -> numpy.ndarray:
 
 
 class EncoderCount:
-    """Counts the subwords (and padded positions) every forward pass of ``encoder`` reads."""
+    """Counts the subwords (and padded positions) every forward pass of ``encoder`` reads.
+    ``padded_only`` counts from the input's shape alone: no device sync inside a timed run."""
 
-    def __init__(self, encoder: torch.nn.Module):
+    def __init__(self, encoder: torch.nn.Module, padded_only: bool = False):
         self.subwords = self.padded = 0
+        self.padded_only = padded_only
         self.handle = encoder.register_forward_pre_hook(self, with_kwargs=True)
 
     def __call__(self, module, args, kwargs) -> None:
         ids = kwargs.get("input_ids", args[0] if args else None)
-        mask = kwargs.get("attention_mask")
         self.padded += ids.numel()
-        self.subwords += int(mask.sum()) if mask is not None else ids.numel()
+        if not self.padded_only:
+            mask = kwargs.get("attention_mask")
+            self.subwords += int(mask.sum()) if mask is not None else ids.numel()
 
     def close(self) -> Dict[str, int]:
         self.handle.remove()
@@ -554,13 +545,13 @@ def benchmark(args: argparse.Namespace, workdir: Path) -> Dict:
     assert counted_round0 == {"subwords": raws[0].subwords, "padded": raws[0].padded}, "raw must replay ours' batches"
     simple = Simple(shared)
     per_doc = per_doc_tagger(shared)
-    per_doc_count = PaddedCount(shared.model.encoder)
     per_doc_read: Dict[int, int] = {}
 
     def run_per_doc_counted(r: int) -> None:
-        before = per_doc_count.positions
+        """The authors' windows padded to 512, counted from their own forward passes."""
+        count = EncoderCount(shared.model.encoder, padded_only=True)
         run_per_doc(per_doc, rounds[r])
-        per_doc_read[r] = per_doc_count.positions - before
+        per_doc_read[r] = count.close()["padded"]
     hf = hf_pipeline(shared)
     methods: Dict[str, Callable[[int], object]] = {
         "ours": lambda r: run_ours(nlps, rounds[r]),
