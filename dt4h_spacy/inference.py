@@ -10,6 +10,7 @@ import numpy
 import torch
 from transformers import PretrainedConfig, PreTrainedTokenizerFast
 
+from .allocator import keep_freed_memory
 from .labels import LabelScheme
 from .model import MultiTaskTokenClassifier
 from .windows import Window, encode_words, make_windows, plan_batches
@@ -117,6 +118,8 @@ class WordTagger:
                     "in id order."
                 )
         self.model.to(self.device).eval()
+        if self.device.type == "cpu":
+            keep_freed_memory()
         # What `state_dict` saves: the fp32 weights, also after int8 quantization replaced the
         # encoder's Linear layers (the tensors are shared, so this costs no copy).
         self._fp32_state = dict(self.model.state_dict(keep_vars=False))
