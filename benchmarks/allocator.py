@@ -23,7 +23,7 @@ import torch
 from throughput import base_config, cpu_info
 from transformers import XLMRobertaModel
 
-from dt4h_spacy.allocator import keep_freed_memory
+from dt4h_spacy.allocator import ENVIRONMENT, keep_freed_memory
 from dt4h_spacy.inference import quantize_linear_layers
 
 MODES = ("default", "kept")
@@ -65,7 +65,7 @@ def main() -> None:
         print(json.dumps(child(*args.child, args.layers, args.windows)))
         return
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    env = {k: v for k, v in os.environ.items() if k not in ENVIRONMENT}
     runs: Dict[str, List[Dict[str, float]]] = {f"{m}_{p}": [] for p in PRECISIONS for m in MODES}
     load_start = os.getloadavg()[0]
     for r in range(args.rounds):

@@ -26,6 +26,7 @@ M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD = 32 * 1024 * 1024  # glibc's largest allowed value on 64-bit systems
 TRIM_THRESHOLD = 1024 * 1024 * 1024
 USER_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
+ENVIRONMENT = (*USER_SETTINGS, "GLIBC_TUNABLES", "LD_PRELOAD")  # every variable that can choose
 
 _kept: Optional[bool] = None
 

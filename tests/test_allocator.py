@@ -8,6 +8,8 @@ import textwrap
 
 import pytest
 
+from dt4h_spacy.allocator import ENVIRONMENT, user_chose_allocator
+
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc", reason="a glibc malloc setting"
 )
@@ -31,7 +33,7 @@ FAULTS = textwrap.dedent(
 
 
 def minor_faults(setup: str, **env: str) -> int:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    environ = {k: v for k, v in os.environ.items() if k not in ENVIRONMENT}
     out = subprocess.run(
         [sys.executable, "-c", setup + FAULTS], env={**environ, **env}, capture_output=True, text=True, timeout=300
     )
@@ -69,9 +71,7 @@ def test_keep_freed_memory_says_it_took_effect():
      ("LD_PRELOAD", "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2")],
 )
 def test_each_way_of_choosing_an_allocator_counts(monkeypatch, name, value):
-    from dt4h_spacy.allocator import user_chose_allocator
-
-    for other in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES", "LD_PRELOAD"):
+    for other in ENVIRONMENT:
         monkeypatch.delenv(other, raising=False)
     assert not user_chose_allocator()
     monkeypatch.setenv(name, value)
