@@ -31,6 +31,11 @@ ENVIRONMENT = (*USER_SETTINGS, "GLIBC_TUNABLES", "LD_PRELOAD")  # every variable
 _kept: Optional[bool] = None
 
 
+def on_glibc() -> bool:
+    """Whether this process's malloc is glibc's, the only one these settings reach."""
+    return sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+
+
 def user_chose_allocator() -> bool:
     """Whether the environment already says how malloc should behave."""
     if any(name in os.environ for name in USER_SETTINGS):
@@ -52,7 +57,7 @@ def keep_freed_memory() -> bool:
 
 
 def _apply() -> bool:
-    if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc" or user_chose_allocator():
+    if not on_glibc() or user_chose_allocator():
         return False
     try:
         libc = ctypes.CDLL("libc.so.6")

@@ -1,18 +1,15 @@
 """A CPU tagger keeps freed buffers for reuse instead of page-faulting them back every window."""
 
 import os
-import platform
 import subprocess
 import sys
 import textwrap
 
 import pytest
 
-from dt4h_spacy.allocator import ENVIRONMENT, user_chose_allocator
+from dt4h_spacy.allocator import ENVIRONMENT, on_glibc, user_chose_allocator
 
-pytestmark = pytest.mark.skipif(
-    not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc", reason="a glibc malloc setting"
-)
+pytestmark = pytest.mark.skipif(not on_glibc(), reason="a glibc malloc setting")
 
 # What a forward pass does to malloc, in small: several multi-MB blocks touched, then all freed.
 FAULTS = textwrap.dedent(
