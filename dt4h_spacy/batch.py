@@ -252,15 +252,18 @@ class Pipelines:
         for, ends the command (exit code 2)."""
         if self._nlp is not None:
             return self._nlp
+        # A component that cannot serve a document's language leaves it to the others; the
+        # document is reported in make_doc (skipped there when no component serves it).
+        settings = {**self.settings, "unsupported": "skip"}
         try:
             if self.model is not None:
                 check_pipeline_folder(Path(self.model))
-                nlp = spacy.load(self.model, config=_component_overrides(self.model, self.settings))
+                nlp = spacy.load(self.model, config=_component_overrides(self.model, settings))
             else:
                 nlp = spacy.blank("xx")
                 config = {key: value for key, value in (("checkpoint", self.checkpoint),
                                                         ("base_model", self.base_model)) if value}
-                nlp.add_pipe(FACTORY, config={**config, **self.settings})
+                nlp.add_pipe(FACTORY, config={**config, **settings})
             served = served_languages(nlp)
         except (ImportError, OSError, ValueError) as err:  # CheckpointError is a ValueError; E048 an ImportError
             error(str(err))
@@ -296,9 +299,20 @@ class Pipelines:
         if code == self.fallback and found != code:
             typer.echo(f"warning: {document.name} is in {found}, which the model has no head for; annotated as "
                        f"{code} (--fallback-lang)", err=True)
+        self._report_partial_service(document.name, code)
         doc = self._tokenizer(code)(document.text)
         doc._.dt4h_lang = code
         return doc
+
+    def _report_partial_service(self, name: str, code: str) -> None:
+        """Warn when some of the pipeline's components have no head for ``code``: they leave
+        document ``name`` to the components that have one."""
+        components = [(n, c) for n, c in self.load().pipeline if isinstance(c, DiseaseRecognizer)]
+        missing = [n for n, c in components if not c.serves(code)]
+        if missing:
+            serving = [n for n, c in components if c.serves(code)]
+            typer.echo(f"warning: {name} is in {code}, which the {', '.join(missing)} component(s) have no head "
+                       f"for; annotated by {', '.join(serving)} only", err=True)
 
     def annotate(self, items: Iterable[Union[Document, Failure]], batch_size: int = 32,
                  n_process: int = 1) -> Iterator[Union[AnnotatedDoc, Failure]]:

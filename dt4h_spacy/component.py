@@ -5,6 +5,8 @@ language (``doc._.dt4h_lang`` or ``doc.lang_``; heads named by entity type alone
 language), runs all of them on one encoder pass, and writes every span to
 ``doc.spans[spans_key]`` and a non-overlapping selection to ``doc.ents``; with
 ``compat="authors"`` it reads the raw text as the authors' script does (:mod:`.authors`).
+A doc in a language no head reads is handled by the ``unsupported`` policy, one doc at a
+time, so it never costs the rest of its batch (``warn``/``skip``: left untouched).
 The network is loaded lazily, on first use or ``nlp.initialize()``, so ``spacy.load`` of a
 saved pipeline never touches the original checkpoint, the base model or the network.
 """
@@ -12,6 +14,7 @@ saved pipeline never touches the original checkpoint, the base model or the netw
 import shutil
 import tempfile
 import threading
+import warnings
 from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
@@ -28,7 +31,7 @@ from . import extensions  # noqa: F401 - registers doc._.dt4h_lang, doc._.dt4h_c
 from .authors import CharEntity, authors_entities
 from .checkpoint import load_checkpoint_file, save_checkpoint
 from .decoding import ORPHAN_I_MODES
-from .errors import CheckpointError
+from .errors import CheckpointError, UnsupportedLanguageError
 from .inference import WordTagger, check_speed_options, torch_device
 from .labels import HeadRoutes, LabelScheme
 from .model import MultiTaskTokenClassifier, load_network, model_from_state_dict
@@ -42,6 +45,7 @@ WEIGHTS_FILE = "model.safetensors"
 
 FACTORY = "dt4h_disease"
 COMPAT_MODES = ("words", "authors")
+UNSUPPORTED_POLICIES = ("raise", "skip", "warn")
 
 DEFAULT_CONFIG: Dict[str, Any] = {
     "checkpoint": DEFAULT_CHECKPOINT,
@@ -64,6 +68,7 @@ DEFAULT_CONFIG: Dict[str, Any] = {
     "quantize": False,
     "num_threads": None,
     "allow_unsafe_pickle": False,
+    "unsupported": "warn",
     "scorer": {"@scorers": "spacy.ner_scorer.v1"},
 }
 
@@ -97,6 +102,7 @@ def make_dt4h_disease(
     quantize: bool,
     num_threads: Optional[int],
     allow_unsafe_pickle: bool,
+    unsupported: str,
     scorer: Optional[Callable],
 ) -> "DiseaseRecognizer":
     return DiseaseRecognizer(
@@ -122,6 +128,7 @@ def make_dt4h_disease(
         quantize=quantize,
         num_threads=num_threads,
         allow_unsafe_pickle=allow_unsafe_pickle,
+        unsupported=unsupported,
         scorer=scorer,
     )
 
@@ -155,12 +162,15 @@ class DiseaseRecognizer(Pipe):
         quantize: bool = False,
         num_threads: Optional[int] = None,
         allow_unsafe_pickle: bool = False,
+        unsupported: str = "warn",
         scorer: Optional[Callable] = None,
     ) -> None:
         if orphan_i not in ORPHAN_I_MODES:
             raise ValueError(f"orphan_i must be one of {ORPHAN_I_MODES}, got {orphan_i!r}.")
         if compat not in COMPAT_MODES:
             raise ValueError(f"compat must be one of {COMPAT_MODES}, got {compat!r}.")
+        if unsupported not in UNSUPPORTED_POLICIES:
+            raise ValueError(f"unsupported must be one of {UNSUPPORTED_POLICIES}, got {unsupported!r}.")
         if compat == "authors" and orphan_i != "ignore":
             raise ValueError(
                 "compat='authors' reads BIO as the authors' script does (orphan_i='ignore'); "
@@ -200,6 +210,7 @@ class DiseaseRecognizer(Pipe):
             "quantize": quantize,
             "num_threads": num_threads,
             "allow_unsafe_pickle": allow_unsafe_pickle,
+            "unsupported": unsupported,
         }
         self.scorer = scorer
         # compat="authors": entities seen, and how many were widened to token boundaries or
@@ -275,22 +286,41 @@ class DiseaseRecognizer(Pipe):
         schemes = self._tagger.schemes
         return tuple(sorted({t for task in self._routes.heads for t in schemes[task].entity_types}))
 
+    def serves(self, lang: str) -> bool:
+        """Whether some head reads documents in ``lang`` (spaCy's code or the head's own)."""
+        self.tagger  # noqa: B018 - routes are known once loaded
+        return bool(self._routes.heads_for(lang))
+
     def __call__(self, doc: Doc) -> Doc:
-        self._annotate([doc])
+        heads = self._heads_for(doc)
+        if heads:
+            self._annotate([doc], [heads])
         return doc
 
     def pipe(self, stream: Iterable[Doc], *, batch_size: int = 128) -> Iterator[Doc]:
+        """Every doc of ``stream``, in order; a doc whose language no head reads goes to the
+        ``unsupported`` policy (``raise``: to the error handler) on its own, so the rest of
+        its batch is still annotated."""
         error_handler = self.get_error_handler()
         for docs in minibatch(stream, size=batch_size):
-            try:
-                self._annotate(docs)
-            except Exception as err:
-                error_handler(self.name, self, docs, err)
+            served: List[Tuple[Doc, Tuple[str, ...]]] = []
+            for doc in docs:
+                try:
+                    heads = self._heads_for(doc)
+                except UnsupportedLanguageError as err:
+                    error_handler(self.name, self, [doc], err)
+                    continue
+                if heads:
+                    served.append((doc, heads))
+            if served:
+                try:
+                    self._annotate([doc for doc, _ in served], [heads for _, heads in served])
+                except Exception as err:
+                    error_handler(self.name, self, [doc for doc, _ in served], err)
             yield from docs
 
-    def _annotate(self, docs: Sequence[Doc]) -> None:
+    def _annotate(self, docs: Sequence[Doc], heads: Sequence[Tuple[str, ...]]) -> None:
         tagger = self.tagger
-        heads = [self._heads_for(doc) for doc in docs]
         if self.cfg["compat"] == "authors":
             self._annotate_as_authors(docs, heads)
             return
@@ -332,15 +362,24 @@ class DiseaseRecognizer(Pipe):
         return span
 
     def _heads_for(self, doc: Doc) -> Tuple[str, ...]:
+        """The heads for ``doc``'s language; none (the doc is left untouched) when no head
+        reads it and ``unsupported`` is ``skip`` or ``warn``."""
         lang = doc._.dt4h_lang or doc.lang_
+        self.tagger  # noqa: B018 - routes are known once loaded
         heads = self._routes.heads_for(lang)
-        if not heads:
-            raise ValueError(
-                f"The {self.name} component has no head for language {lang!r}; it serves "
-                f"{sorted(self._routes.by_lang)}. Set doc._.dt4h_lang to one of them, or map {lang!r} to a "
-                "head with the `tasks` config."
-            )
-        return heads
+        if heads:
+            return heads
+        message = (
+            f"The {self.name} component has no head for language {lang!r}; it serves "
+            f"{sorted(self._routes.by_lang)}. Set doc._.dt4h_lang to one of them, or map {lang!r} to a "
+            "head with the `tasks` config"
+        )
+        if self.cfg["unsupported"] == "raise":
+            raise UnsupportedLanguageError(message + ".")
+        if self.cfg["unsupported"] == "warn":
+            warnings.warn(message + "; such docs are left unannotated (unsupported='skip' silences this).",
+                          stacklevel=2)
+        return ()
 
     def _set_spans(self, doc: Doc, spans: List[Span]) -> List[Span]:
         """All ``spans`` to ``doc.spans[spans_key]``; those of :func:`non_overlapping` to

@@ -7,3 +7,7 @@ class CheckpointError(ValueError):
 
 class EvaluationError(ValueError):
     """Gold and predictions that cannot be scored against each other."""
+
+
+class UnsupportedLanguageError(ValueError):
+    """A document in a language none of a component's heads reads (``unsupported="raise"``)."""

@@ -175,7 +175,7 @@ def test_existing_entities_are_kept_unless_overwrite(make_nlp):
 
 
 def test_head_follows_doc_language_and_dt4h_lang(make_nlp):
-    nlp = make_nlp("xx")
+    nlp = make_nlp("xx", unsupported="raise")
     text = TEXTS["ro"][0]
     with pytest.raises(ValueError, match="no head for language 'xx'.*'es', 'it', 'ro'"):
         nlp(text)
