@@ -30,6 +30,11 @@ from .textfiles import atomic_write
 
 COLUMNS = ("filename", "label", "start_span", "end_span", "text")
 SCORE_COLUMN = "score"  # optional, after text: readers that find columns by name ignore it
+# What the dt4h_context component says of a mention (medspaCy's names without ``is_``); the
+# columns are optional, written after text (and score) only on request.
+QUALIFIERS = ("negated", "uncertain", "hypothetical", "historical", "family")
+TRUE_VALUES = ("true", "1", "yes", "y", "t")
+FALSE_VALUES = ("false", "0", "no", "n", "f")
 
 # Other corpora of the same family name the columns differently (DisTEMIST: off0/off1/span).
 COLUMN_ALIASES: Mapping[str, str] = {"off0": "start_span", "off1": "end_span", "span": "text"}
@@ -45,8 +50,9 @@ class TSVError(ValueError):
 class Mention:
     """One row of a MultiClinAI TSV. ``start``/``end`` are character offsets, end exclusive.
 
-    ``score`` (the model's confidence, if known) is written only on request and is no part
-    of a mention's identity.
+    ``score`` (the model's confidence, if known) and the :data:`QUALIFIERS` (``None`` when
+    no context component looked at the mention) are written only on request and are no part
+    of a mention's identity: a negated mention is still the same mention for NER scoring.
     """
 
     filename: str
@@ -55,11 +61,28 @@ class Mention:
     end: int
     text: str
     score: Optional[float] = field(default=None, compare=False)
+    negated: Optional[bool] = field(default=None, compare=False)
+    uncertain: Optional[bool] = field(default=None, compare=False)
+    hypothetical: Optional[bool] = field(default=None, compare=False)
+    historical: Optional[bool] = field(default=None, compare=False)
+    family: Optional[bool] = field(default=None, compare=False)
 
     @property
     def key(self) -> Tuple[str, str, int, int]:
         """What identifies a mention for scoring (the text column is not scored)."""
         return (self.filename, self.label, self.start, self.end)
+
+    @property
+    def qualifiers(self) -> Dict[str, Optional[bool]]:
+        """The :data:`QUALIFIERS` by name, in that order."""
+        return {name: getattr(self, name) for name in QUALIFIERS}
+
+    @property
+    def values(self) -> Tuple[object, ...]:
+        """Every field in declaration order: ``Mention(*m.values) == m`` with all fields kept,
+        the compact row that run parts and Ray results carry."""
+        return (self.filename, self.label, self.start, self.end, self.text, self.score,
+                self.negated, self.uncertain, self.hypothetical, self.historical, self.family)
 
 
 def sort_key(mention: Mention) -> Tuple[str, int, int, str, str]:
@@ -82,6 +105,18 @@ def _parse_offset(value: str, column: str, where: str) -> int:
     return int(number)
 
 
+def _parse_flag(value: str, column: str, where: str) -> Optional[bool]:
+    """A qualifier cell: empty is unknown (``None``); true/false as pandas or people write them."""
+    text = value.strip().lower()
+    if not text:
+        return None
+    if text in TRUE_VALUES:
+        return True
+    if text in FALSE_VALUES:
+        return False
+    raise TSVError(f"{where}: {column} {value!r} is not a yes/no value; write true or false (or leave it empty)")
+
+
 def _header_index(header: Sequence[str], source: str, aliases: bool) -> Dict[str, int]:
     names = [COLUMN_ALIASES.get(name, name) if aliases else name for name in header]
     index: Dict[str, int] = {}
@@ -101,6 +136,7 @@ def parse_mentions(lines: Iterable[str], source: str = "<tsv>", aliases: bool = 
     """Parse TSV text (an open file or list of lines, read with ``newline=""``) into mentions.
 
     ``aliases=True`` also accepts DisTEMIST column names (``off0``, ``off1``, ``span``).
+    :data:`QUALIFIERS` columns, where the header has them, fill those fields.
     Raises :class:`TSVError` naming ``source`` and the (first) line of a bad row.
     """
     reader = csv.reader(lines, delimiter="\t", quotechar='"', doublequote=True, strict=False)
@@ -130,7 +166,8 @@ def parse_mentions(lines: Iterable[str], source: str = "<tsv>", aliases: bool = 
             raise TSVError(f"{where}: start_span ({start}) is negative")
         if end <= start:
             raise TSVError(f"{where}: end_span ({end}) <= start_span ({start}); spans must be non-empty")
-        mentions.append(Mention(filename, label, start, end, row[index["text"]]))
+        flags = {name: _parse_flag(row[index[name]], name, where) for name in QUALIFIERS if name in index}
+        mentions.append(Mention(filename, label, start, end, row[index["text"]], **flags))
     if index is None:
         raise TSVError(f"{source}: empty file; expected the header {chr(9).join(COLUMNS)!r}")
     return mentions
@@ -162,30 +199,45 @@ def format_rows(columns: Sequence[str], rows: Iterable[Sequence[object]]) -> str
     return "\n".join(lines) + "\n"
 
 
-def _mention_rows(mentions: Iterable[Mention], with_scores: bool) -> Iterator[Sequence[object]]:
+def _flag(value: Optional[bool]) -> str:
+    return "" if value is None else "true" if value else "false"
+
+
+def _header(with_scores: bool, with_context: bool) -> Tuple[str, ...]:
+    return (*COLUMNS, *((SCORE_COLUMN,) if with_scores else ()), *(QUALIFIERS if with_context else ()))
+
+
+def _mention_rows(mentions: Iterable[Mention], with_scores: bool, with_context: bool) -> Iterator[Sequence[object]]:
     for m in mentions:
         row: Tuple[object, ...] = (m.filename, m.label, m.start, m.end, m.text)
-        yield (*row, "" if m.score is None else f"{m.score:.4f}") if with_scores else row
+        if with_scores:
+            row = (*row, "" if m.score is None else f"{m.score:.4f}")
+        if with_context:
+            row = (*row, *(_flag(value) for value in m.qualifiers.values()))
+        yield row
 
 
-def format_mentions(mentions: Iterable[Mention], with_scores: bool = False) -> str:
+def format_mentions(mentions: Iterable[Mention], with_scores: bool = False, with_context: bool = False) -> str:
     """The TSV text for ``mentions`` (header included), in the order given; ``with_scores``
-    adds a ``score`` column (4 decimals, empty when unknown) after ``text``."""
-    return format_rows((*COLUMNS, SCORE_COLUMN) if with_scores else COLUMNS, _mention_rows(mentions, with_scores))
+    adds a ``score`` column (4 decimals, empty when unknown) after ``text``, ``with_context``
+    the :data:`QUALIFIERS` columns (``true``/``false``, empty when unknown) after those."""
+    return format_rows(_header(with_scores, with_context), _mention_rows(mentions, with_scores, with_context))
 
 
-def write_sorted_mentions(path: Union[str, Path], mentions: Iterable[Mention], with_scores: bool = False) -> int:
+def write_sorted_mentions(path: Union[str, Path], mentions: Iterable[Mention], with_scores: bool = False,
+                          with_context: bool = False) -> int:
     """Write ``mentions`` in the order given, one row at a time (memory stays flat), atomically
-    (see :func:`atomic_write`); returns how many were written."""
+    (see :func:`atomic_write`); returns how many were written. Columns as in :func:`format_mentions`."""
     count = 0
     with atomic_write(path) as handle:
-        handle.write("\t".join((*COLUMNS, SCORE_COLUMN) if with_scores else COLUMNS) + "\n")
-        for row in _mention_rows(mentions, with_scores):
+        handle.write("\t".join(_header(with_scores, with_context)) + "\n")
+        for row in _mention_rows(mentions, with_scores, with_context):
             handle.write("\t".join(_field(value) for value in row) + "\n")
             count += 1
     return count
 
 
-def write_mentions(path: Union[str, Path], mentions: Iterable[Mention], with_scores: bool = False) -> None:
+def write_mentions(path: Union[str, Path], mentions: Iterable[Mention], with_scores: bool = False,
+                   with_context: bool = False) -> None:
     """Write ``mentions`` sorted by filename then start, atomically (see :func:`atomic_write`)."""
-    write_sorted_mentions(path, sorted(mentions, key=sort_key), with_scores)
+    write_sorted_mentions(path, sorted(mentions, key=sort_key), with_scores, with_context)

@@ -115,3 +115,16 @@ def test_the_final_merge_is_sorted_in_passes_of_few_files(tmp_path, monkeypatch)
     pending = [Mention("doc-0", "DISEASE", 0, 1, "a", None)]
     assert list(store.merged(pending)) == sorted(committed + pending, key=sort_key)
     assert Parts(tmp_path / "out.tsv", {"job": 1}).open(resume=True) == {f"doc-{n}" for n in range(7)}
+
+
+def test_parts_keep_the_qualifiers_and_read_parts_written_before_them(tmp_path):
+    store = Parts(tmp_path / "out.jsonl", {"job": 1})
+    store.open(resume=False)
+    qualified = Mention("doc-1", "DISEASE", 0, 4, "asma", 0.9, negated=True, uncertain=False, family=False)
+    store.commit(["doc-1"], [qualified])
+    older = store.folder / "part-00000002.jsonl"
+    older.write_text(json.dumps({"documents": ["doc-2"]}) + "\n" + json.dumps(["doc-2", "DISEASE", 1, 2, "a", 0.5]) + "\n",
+                     encoding="utf-8")
+    store.paths.append(older)
+    merged = list(store.merged([]))
+    assert [m.values for m in merged] == [qualified.values, Mention("doc-2", "DISEASE", 1, 2, "a", 0.5).values]

@@ -158,3 +158,32 @@ def test_atomic_write_onto_a_directory_fails_cleanly(tmp_path):
 
 def test_parse_mentions_takes_lines():
     assert parse_mentions([HEADER, "d\tDISEASE\t0\t4\tasma\n"], source="inline") == [Mention("d", "DISEASE", 0, 4, "asma")]
+
+
+QUALIFIED = Mention("d", "DISEASE", 0, 4, "asma", 0.5, negated=True, uncertain=False, family=True)
+
+
+def test_qualifiers_are_no_part_of_a_mentions_identity():
+    assert QUALIFIED == Mention("d", "DISEASE", 0, 4, "asma")
+    assert QUALIFIED.qualifiers == {"negated": True, "uncertain": False, "hypothetical": None,
+                                    "historical": None, "family": True}
+    assert Mention(*QUALIFIED.values).values == QUALIFIED.values
+
+
+def test_context_columns_are_written_only_on_request_and_read_back(tmp_path):
+    assert format_mentions([QUALIFIED]) == HEADER + "d\tDISEASE\t0\t4\tasma\n"
+    text = format_mentions([QUALIFIED], with_scores=True, with_context=True)
+    assert text == ("filename\tlabel\tstart_span\tend_span\ttext\tscore\tnegated\tuncertain\thypothetical\t"
+                    "historical\tfamily\nd\tDISEASE\t0\t4\tasma\t0.5000\ttrue\tfalse\t\t\ttrue\n")
+    write_mentions(tmp_path / "q.tsv", [QUALIFIED], with_context=True)
+    (back,) = read_mentions(tmp_path / "q.tsv")
+    assert back.qualifiers == QUALIFIED.qualifiers
+
+
+def test_qualifier_cells_accept_common_spellings_and_name_a_bad_one(tmp_path):
+    text = HEADER.replace("\n", "\tnegated\tfamily\n") + "d\tDISEASE\t0\t4\tasma\tTrue\t0\nd\tDISEASE\t5\t9\tgota\tYES\t\n"
+    first, second = read_mentions(write(tmp_path / "g.tsv", text))
+    assert (first.negated, first.family, second.negated, second.family) == (True, False, True, None)
+    bad = write(tmp_path / "bad.tsv", HEADER.replace("\n", "\tnegated\n") + "d\tDISEASE\t0\t4\tasma\tmaybe\n")
+    with pytest.raises(TSVError, match=r"bad.tsv line 2: negated 'maybe' is not a yes/no value"):
+        read_mentions(bad)

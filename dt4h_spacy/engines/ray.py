@@ -71,7 +71,7 @@ class PipelineActor:
                 results[int(item.path)]["error"] = item.reason
             else:
                 results[int(item.path)]["mentions"] = json.dumps(
-                    [[m.label, m.start, m.end, m.text, m.score] for m in item.mentions], ensure_ascii=False)
+                    [m.values[1:] for m in item.mentions], ensure_ascii=False)
         return pyarrow.Table.from_pylist(results, schema=pyarrow.schema(
             [("id", pyarrow.string()), ("where", pyarrow.string()), ("error", pyarrow.string()),
              ("done", pyarrow.bool_()), ("mentions", pyarrow.string())]))
@@ -152,8 +152,7 @@ def _results(batches: Iterator[pyarrow.Table], source: Source) -> Iterator[Union
             if isinstance(checked, Failure):
                 yield checked
             elif not row["done"]:
-                mentions = [Mention(checked.name, label, start, end, text, score)
-                            for label, start, end, text, score in json.loads(row["mentions"])]
+                mentions = [Mention(checked.name, *values) for values in json.loads(row["mentions"])]
                 yield AnnotatedDoc(checked.name, "", "", mentions)
 
 

@@ -44,7 +44,7 @@ def _write_run(path: Path, documents: Iterable[str], mentions: Iterable[Mention]
     with open(path, "w", encoding="utf-8", newline="\n") as handle:
         handle.write(json.dumps({"documents": list(documents)}, ensure_ascii=False) + "\n")
         for m in mentions:
-            handle.write(json.dumps([m.filename, m.label, m.start, m.end, m.text, m.score], ensure_ascii=False) + "\n")
+            handle.write(json.dumps(m.values, ensure_ascii=False) + "\n")
         handle.flush()
         os.fsync(handle.fileno())
 
@@ -58,8 +58,7 @@ def _read_mentions(path: Path) -> Iterator[Mention]:
     with open(path, encoding="utf-8") as handle:
         handle.readline()
         for line in handle:
-            name, label, start, end, text, score = json.loads(line)
-            yield Mention(name, label, start, end, text, score)
+            yield Mention(*json.loads(line))
 
 
 class Parts:
