@@ -16,13 +16,14 @@ import tempfile
 import threading
 import warnings
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy
 import srsly
 from spacy.language import Language
-from spacy.pipeline import Pipe
+from spacy.pipeline import TrainablePipe
 from spacy.tokens import Doc, Span
 from spacy.util import minibatch
 from transformers import AutoConfig, AutoTokenizer
@@ -30,47 +31,42 @@ from transformers import AutoConfig, AutoTokenizer
 from . import extensions  # noqa: F401 - registers doc._.dt4h_lang, doc._.dt4h_chars, span._.dt4h_score
 from .authors import CharEntity, authors_entities
 from .checkpoint import load_checkpoint_file, save_checkpoint
-from .decoding import ORPHAN_I_MODES
 from .errors import CheckpointError, UnsupportedLanguageError
-from .inference import WordTagger, check_speed_options, torch_device
+from .inference import WordTagger, torch_device
 from .labels import HeadRoutes, LabelScheme
 from .model import MultiTaskTokenClassifier, load_network, model_from_state_dict
 from .sentences import sentence_starts
+from .settings import (  # noqa: F401 - the option constants are part of this module's interface
+    COMPAT_MODES,
+    DEFAULT_CHECKPOINT,
+    DEFAULT_SPANS_KEY,
+    UNSUPPORTED_POLICIES,
+    DiseaseSettings,
+    default_config,
+    with_settings_signature,
+)
 from .spans import non_overlapping, predicted_spans, word_texts, word_tokens
-from .windows import check_window_settings
 
-DEFAULT_CHECKPOINT = "BSC-NLP4BIA/DT4H_XLM-R_mtl_es-it-ro_disease"
-DEFAULT_SPANS_KEY = "dt4h"
 WEIGHTS_FILE = "model.safetensors"
-
 FACTORY = "dt4h_disease"
-COMPAT_MODES = ("words", "authors")
-UNSUPPORTED_POLICIES = ("raise", "skip", "warn")
+DEFAULT_CONFIG: Dict[str, Any] = default_config()
 
-DEFAULT_CONFIG: Dict[str, Any] = {
-    "checkpoint": DEFAULT_CHECKPOINT,
-    "checkpoint_file": None,
-    "base_model": None,
-    "tasks": None,
-    "heads": None,
-    "labels": None,
-    "spans_key": DEFAULT_SPANS_KEY,
-    "orphan_i": "ignore",
-    "compat": "words",
-    "overwrite_ents": False,
-    "threshold": 0.0,
-    "batch_size": None,
-    "max_batch_subwords": 16384,
-    "max_length": 512,
-    "stride": 128,
-    "device": "cpu",
-    "precision": "fp32",
-    "quantize": False,
-    "num_threads": None,
-    "allow_unsafe_pickle": False,
-    "unsupported": "warn",
-    "scorer": {"@scorers": "spacy.ner_scorer.v1"},
-}
+
+@dataclass(frozen=True)
+class DocPrediction:
+    """What :meth:`DiseaseRecognizer.predict` found in one doc, before anything is written."""
+
+    words: numpy.ndarray  # token index of each word the network read
+    probs: Dict[str, numpy.ndarray]  # head → (n_words, n_labels) probabilities (compat="words")
+    entities: Optional[List[CharEntity]] = None  # compat="authors": the authors' script's entities
+
+
+@dataclass(frozen=True)
+class DiseaseBatch:
+    """:meth:`DiseaseRecognizer.predict`'s result, one entry per doc; ``None`` for a doc whose
+    language no head reads (``unsupported`` skip/warn), which ``set_annotations`` leaves alone."""
+
+    docs: List[Optional[DocPrediction]]
 
 
 @Language.factory(
@@ -79,139 +75,30 @@ DEFAULT_CONFIG: Dict[str, Any] = {
     default_config=DEFAULT_CONFIG,
     default_score_weights={"ents_f": 1.0, "ents_p": 0.0, "ents_r": 0.0, "ents_per_type": None},
 )
-def make_dt4h_disease(
-    nlp: Language,
-    name: str,
-    checkpoint: str,
-    checkpoint_file: Optional[str],
-    base_model: Optional[str],
-    tasks: Optional[Dict[str, Union[str, List[str]]]],
-    heads: Optional[List[str]],
-    labels: Optional[List[str]],
-    spans_key: str,
-    orphan_i: str,
-    compat: str,
-    overwrite_ents: bool,
-    threshold: float,
-    batch_size: Optional[int],
-    max_batch_subwords: Optional[int],
-    max_length: int,
-    stride: int,
-    device: str,
-    precision: str,
-    quantize: bool,
-    num_threads: Optional[int],
-    allow_unsafe_pickle: bool,
-    unsupported: str,
-    scorer: Optional[Callable],
-) -> "DiseaseRecognizer":
-    return DiseaseRecognizer(
-        nlp.vocab,
-        name,
-        checkpoint=checkpoint,
-        checkpoint_file=checkpoint_file,
-        base_model=base_model,
-        tasks=tasks,
-        heads=heads,
-        labels=labels,
-        spans_key=spans_key,
-        orphan_i=orphan_i,
-        compat=compat,
-        overwrite_ents=overwrite_ents,
-        threshold=threshold,
-        batch_size=batch_size,
-        max_batch_subwords=max_batch_subwords,
-        max_length=max_length,
-        stride=stride,
-        device=device,
-        precision=precision,
-        quantize=quantize,
-        num_threads=num_threads,
-        allow_unsafe_pickle=allow_unsafe_pickle,
-        unsupported=unsupported,
-        scorer=scorer,
-    )
+@with_settings_signature
+def make_dt4h_disease(nlp: Language, name: str, *, scorer: Optional[Callable], **options: Any) -> "DiseaseRecognizer":
+    return DiseaseRecognizer(nlp.vocab, name, settings=DiseaseSettings(**options), scorer=scorer)
 
 
-class DiseaseRecognizer(Pipe):
+class DiseaseRecognizer(TrainablePipe):
     """Sets ``doc.spans[spans_key]`` and ``doc.ents`` from a DT4H checkpoint (multi-task ``.pt``,
-    multilabel ``.pt`` or single-task Hugging Face folder)."""
+    multilabel ``.pt`` or single-task Hugging Face folder); options in :class:`DiseaseSettings`."""
 
     def __init__(
         self,
         vocab,
-        name: str = "dt4h_disease",
+        name: str = FACTORY,
         *,
-        checkpoint: str = DEFAULT_CHECKPOINT,
-        checkpoint_file: Optional[str] = None,
-        base_model: Optional[str] = None,
-        tasks: Optional[Dict[str, Union[str, List[str]]]] = None,
-        heads: Optional[Sequence[str]] = None,
-        labels: Optional[Sequence[str]] = None,
-        spans_key: str = DEFAULT_SPANS_KEY,
-        orphan_i: str = "ignore",
-        compat: str = "words",
-        overwrite_ents: bool = False,
-        threshold: float = 0.0,
-        batch_size: Optional[int] = None,
-        max_batch_subwords: Optional[int] = 16384,
-        max_length: int = 512,
-        stride: int = 128,
-        device: str = "cpu",
-        precision: str = "fp32",
-        quantize: bool = False,
-        num_threads: Optional[int] = None,
-        allow_unsafe_pickle: bool = False,
-        unsupported: str = "warn",
+        settings: Optional[DiseaseSettings] = None,
         scorer: Optional[Callable] = None,
+        **options: Any,
     ) -> None:
-        if orphan_i not in ORPHAN_I_MODES:
-            raise ValueError(f"orphan_i must be one of {ORPHAN_I_MODES}, got {orphan_i!r}.")
-        if compat not in COMPAT_MODES:
-            raise ValueError(f"compat must be one of {COMPAT_MODES}, got {compat!r}.")
-        if unsupported not in UNSUPPORTED_POLICIES:
-            raise ValueError(f"unsupported must be one of {UNSUPPORTED_POLICIES}, got {unsupported!r}.")
-        if compat == "authors" and orphan_i != "ignore":
-            raise ValueError(
-                "compat='authors' reads BIO as the authors' script does (orphan_i='ignore'); "
-                f"drop orphan_i={orphan_i!r} or use compat='words'."
-            )
-        if not 0.0 <= threshold <= 1.0:
-            raise ValueError(f"threshold must be between 0 and 1 (a span._.dt4h_score), got {threshold}.")
-        if batch_size is not None and batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1 (or null: by device), got {batch_size}.")
-        if max_batch_subwords is not None and max_batch_subwords < 1:
-            raise ValueError(f"max_batch_subwords must be at least 1 (or null for no cap), got {max_batch_subwords}.")
-        if not spans_key:
-            raise ValueError("spans_key must name a doc.spans group, e.g. 'dt4h'.")
-        check_window_settings(max_length, stride)
-        if device != "auto":  # "auto" is only known at load time, where the check runs again
-            check_speed_options(torch_device(device), precision, quantize, num_threads)
+        if settings is not None and options:
+            raise TypeError(f"Pass either settings or options ({sorted(options)}), not both.")
+        self.settings = settings if settings is not None else DiseaseSettings(**options)
         self.vocab = vocab
         self.name = name
-        self.cfg: Dict[str, Any] = {
-            "checkpoint": checkpoint,
-            "checkpoint_file": checkpoint_file,
-            "base_model": base_model,
-            "tasks": dict(tasks) if tasks else None,
-            "heads": list(heads) if heads else None,
-            "labels": list(labels) if labels else None,
-            "spans_key": spans_key,
-            "orphan_i": orphan_i,
-            "compat": compat,
-            "overwrite_ents": overwrite_ents,
-            "threshold": threshold,
-            "batch_size": batch_size,
-            "max_batch_subwords": max_batch_subwords,
-            "max_length": max_length,
-            "stride": stride,
-            "device": device,
-            "precision": precision,
-            "quantize": quantize,
-            "num_threads": num_threads,
-            "allow_unsafe_pickle": allow_unsafe_pickle,
-            "unsupported": unsupported,
-        }
+        self.cfg: Dict[str, Any] = self.settings.to_cfg()
         self.scorer = scorer
         # compat="authors": entities seen, and how many were widened to token boundaries or
         # left out of doc.ents for overlapping a longer one (their exact offsets stay in
@@ -237,12 +124,12 @@ class DiseaseRecognizer(Pipe):
         self.tagger  # noqa: B018 - loading is the side effect wanted here
 
     def _load_from_config(self):
+        s = self.settings
         model, tokenizer, schemes = load_network(
-            self.cfg["checkpoint"], self.cfg["base_model"], self.cfg["checkpoint_file"], self.cfg["labels"],
-            allow_unsafe_pickle=self.cfg["allow_unsafe_pickle"], mmap=True,
+            s.checkpoint, s.base_model, s.checkpoint_file, s.labels, allow_unsafe_pickle=s.allow_unsafe_pickle, mmap=True,
         )
         try:
-            routes = HeadRoutes.for_heads(model.tasks, self.cfg["heads"], self.cfg["tasks"])
+            routes = HeadRoutes.for_heads(model.tasks, s.heads, s.tasks)
         except ValueError as err:
             raise CheckpointError(f"{err} Fix the `heads` or `tasks` config.") from err
         return model, tokenizer, schemes, routes
@@ -250,18 +137,19 @@ class DiseaseRecognizer(Pipe):
     def _install(self, model: MultiTaskTokenClassifier, tokenizer, schemes: Dict[str, LabelScheme], routes: HeadRoutes) -> None:
         # `tagger` reads `_tagger` without the lock, so it is published last: a thread that
         # sees the network must also see its routes.
+        s = self.settings
         tagger = WordTagger(
             model=model,
             tokenizer=tokenizer,
             schemes=schemes,
-            max_length=self.cfg["max_length"],
-            stride=self.cfg["stride"],
-            batch_size=self.cfg["batch_size"],
-            max_batch_subwords=self.cfg["max_batch_subwords"],
-            device=torch_device(self.cfg["device"]),
-            precision=self.cfg["precision"],
-            quantize=self.cfg["quantize"],
-            num_threads=self.cfg["num_threads"],
+            max_length=s.max_length,
+            stride=s.stride,
+            batch_size=s.batch_size,
+            max_batch_subwords=s.max_batch_subwords,
+            device=torch_device(s.device),
+            precision=s.precision,
+            quantize=s.quantize,
+            num_threads=s.num_threads,
         )
         self._routes = routes
         self._tagger = tagger
@@ -292,9 +180,7 @@ class DiseaseRecognizer(Pipe):
         return bool(self._routes.heads_for(lang))
 
     def __call__(self, doc: Doc) -> Doc:
-        heads = self._heads_for(doc)
-        if heads:
-            self._annotate([doc], [heads])
+        self.set_annotations([doc], self.predict([doc]))
         return doc
 
     def pipe(self, stream: Iterable[Doc], *, batch_size: int = 128) -> Iterator[Doc]:
@@ -303,57 +189,76 @@ class DiseaseRecognizer(Pipe):
         its batch is still annotated."""
         error_handler = self.get_error_handler()
         for docs in minibatch(stream, size=batch_size):
-            served: List[Tuple[Doc, Tuple[str, ...]]] = []
+            served: List[Doc] = []
             for doc in docs:
                 try:
-                    heads = self._heads_for(doc)
+                    if self._heads_for(doc):
+                        served.append(doc)
                 except UnsupportedLanguageError as err:
                     error_handler(self.name, self, [doc], err)
-                    continue
-                if heads:
-                    served.append((doc, heads))
             if served:
                 try:
-                    self._annotate([doc for doc, _ in served], [heads for _, heads in served])
+                    self.set_annotations(served, self.predict(served))
                 except Exception as err:
-                    error_handler(self.name, self, [doc for doc, _ in served], err)
+                    error_handler(self.name, self, served, err)
             yield from docs
 
-    def _annotate(self, docs: Sequence[Doc], heads: Sequence[Tuple[str, ...]]) -> None:
+    def predict(self, docs: Iterable[Doc]) -> DiseaseBatch:
+        """Run the network on ``docs`` and return what it found; the docs are not touched.
+
+        Each doc is read by the heads of its language (``unsupported="raise"``: an
+        :class:`UnsupportedLanguageError` for a doc that has none)."""
+        docs = list(docs)
+        heads = [self._heads_for(doc) for doc in docs]
+        found: List[Optional[DocPrediction]] = [None] * len(docs)
+        served = [i for i, doc_heads in enumerate(heads) if doc_heads]
+        if not served:
+            return DiseaseBatch(found)
         tagger = self.tagger
-        if self.cfg["compat"] == "authors":
-            self._annotate_as_authors(docs, heads)
-            return
-        words = [word_tokens(doc) for doc in docs]
-        texts = [word_texts(doc, w) for doc, w in zip(docs, words)]
-        starts = [sentence_starts(doc, w) for doc, w in zip(docs, words)]
-        threshold = self.cfg["threshold"]
-        for doc, w, by_head in zip(docs, words, tagger.predict_heads(texts, heads, starts)):
+        if self.settings.compat == "authors":
+            entities = authors_entities(tagger, [docs[i].text for i in served], [heads[i] for i in served])
+            for i, doc_entities in zip(served, entities):
+                found[i] = DocPrediction(numpy.zeros(0, numpy.int64), {}, list(doc_entities))
+            return DiseaseBatch(found)
+        words = [word_tokens(docs[i]) for i in served]
+        texts = [word_texts(docs[i], w) for i, w in zip(served, words)]
+        starts = [sentence_starts(docs[i], w) for i, w in zip(served, words)]
+        for i, w, by_head in zip(served, words, tagger.predict_heads(texts, [heads[i] for i in served], starts)):
+            found[i] = DocPrediction(w, by_head)
+        return DiseaseBatch(found)
+
+    def set_annotations(self, docs: Iterable[Doc], batch: DiseaseBatch) -> None:
+        """Write :meth:`predict`'s ``batch`` to ``docs``: spans above ``threshold`` to
+        ``doc.spans[spans_key]``, a non-overlapping selection to ``doc.ents``."""
+        threshold = self.settings.threshold
+        for doc, prediction in zip(docs, batch.docs):
+            if prediction is None:
+                continue
+            if prediction.entities is not None:
+                self._set_authors_entities(doc, [e for e in prediction.entities if e.score >= threshold])
+                continue
+            schemes = self.tagger.schemes
             spans = [
                 span
-                for task, probs in by_head.items()
-                for span in predicted_spans(doc, w, probs, tagger.schemes[task], self.cfg["orphan_i"])
+                for task, probs in prediction.probs.items()
+                for span in predicted_spans(doc, prediction.words, probs, schemes[task], self.settings.orphan_i)
                 if span._.dt4h_score >= threshold
             ]
             self._set_spans(doc, sorted(spans, key=lambda s: (s.start, s.end, s.label_)))
 
-    def _annotate_as_authors(self, docs: Sequence[Doc], heads: Sequence[Sequence[str]]) -> None:
-        """Entities by the authors' script on the raw text: exact offsets in
+    def _set_authors_entities(self, doc: Doc, kept: List[CharEntity]) -> None:
+        """Entities of the authors' script on the raw text: exact offsets in
         ``doc._.dt4h_chars``; ``doc.spans`` and ``doc.ents`` hold them widened to token
         boundaries (``doc.ents`` only a non-overlapping selection)."""
-        threshold = self.cfg["threshold"]
-        found = authors_entities(self.tagger, [doc.text for doc in docs], heads)
-        for doc, entities in zip(docs, found):
-            kept = [entity for entity in entities if entity.score >= threshold]
-            doc._.dt4h_chars = [tuple(entity) for entity in kept]
-            spans = [self._token_span(doc, entity) for entity in kept]
-            fitted = self._set_spans(doc, spans)
-            with self._lock:
-                self.alignment["entities"] += len(kept)
-                self.alignment["expanded"] += sum(
-                    (s.start_char, s.end_char) != (e.start, e.end) for s, e in zip(spans, kept)
-                )
-                self.alignment["overlapping"] += len(spans) - len(fitted)
+        doc._.dt4h_chars = [tuple(entity) for entity in kept]
+        spans = [self._token_span(doc, entity) for entity in kept]
+        fitted = self._set_spans(doc, spans)
+        with self._lock:
+            self.alignment["entities"] += len(kept)
+            self.alignment["expanded"] += sum(
+                (s.start_char, s.end_char) != (e.start, e.end) for s, e in zip(spans, kept)
+            )
+            self.alignment["overlapping"] += len(spans) - len(fitted)
 
     @staticmethod
     def _token_span(doc: Doc, entity: CharEntity) -> Span:
@@ -374,9 +279,9 @@ class DiseaseRecognizer(Pipe):
             f"{sorted(self._routes.by_lang)}. Set doc._.dt4h_lang to one of them, or map {lang!r} to a "
             "head with the `tasks` config"
         )
-        if self.cfg["unsupported"] == "raise":
+        if self.settings.unsupported == "raise":
             raise UnsupportedLanguageError(message + ".")
-        if self.cfg["unsupported"] == "warn":
+        if self.settings.unsupported == "warn":
             warnings.warn(message + "; such docs are left unannotated (unsupported='skip' silences this).",
                           stacklevel=2)
         return ()
@@ -384,7 +289,7 @@ class DiseaseRecognizer(Pipe):
     def _set_spans(self, doc: Doc, spans: List[Span]) -> List[Span]:
         """All ``spans`` to ``doc.spans[spans_key]``; those of :func:`non_overlapping` to
         ``doc.ents`` (see :meth:`_set_ents`), which are returned."""
-        doc.spans[self.cfg["spans_key"]] = spans
+        doc.spans[self.settings.spans_key] = spans
         selected = non_overlapping(spans)
         self._set_ents(doc, selected)
         return selected
@@ -393,7 +298,7 @@ class DiseaseRecognizer(Pipe):
         """Merge new, non-overlapping spans with existing ones; existing win unless ``overwrite_ents``."""
         if not spans:
             return
-        keep, add = (spans, list(doc.ents)) if self.cfg["overwrite_ents"] else (list(doc.ents), spans)
+        keep, add = (spans, list(doc.ents)) if self.settings.overwrite_ents else (list(doc.ents), spans)
         taken = numpy.zeros(len(doc), dtype=bool)
         for span in keep:
             taken[span.start : span.end] = True

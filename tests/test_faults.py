@@ -219,8 +219,8 @@ def stop():
 
 if stage == "annotating":
     from dt4h_spacy.component import DiseaseRecognizer
-    annotate = DiseaseRecognizer._annotate
-    DiseaseRecognizer._annotate = lambda self, docs: (annotate(self, docs), stop())
+    annotate = DiseaseRecognizer.set_annotations
+    DiseaseRecognizer.set_annotations = lambda self, docs, batch: (annotate(self, docs, batch), stop())
 else:  # writing: the output's temporary file is written, about to replace the target
     os.fsync = lambda fd: stop()
 from dt4h_spacy.cli import main
