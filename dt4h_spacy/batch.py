@@ -11,6 +11,7 @@ apart; where documents come from is :mod:`dt4h_spacy.io`, how the work is schedu
 import os
 import sys
 from collections import defaultdict, deque
+from dataclasses import replace
 from itertools import chain
 from pathlib import Path
 from typing import (
@@ -22,6 +23,7 @@ from typing import (
     Iterable,
     Iterator,
     List,
+    Mapping,
     Optional,
     Sequence,
     Set,
@@ -37,7 +39,7 @@ from spacy.tokens import Doc
 from .checkpoint import check_pipeline_folder
 from .component import DEFAULT_SPANS_KEY, FACTORY, DiseaseRecognizer
 from .filenames import lang_from_filename, spacy_lang
-from .io.sinks import AnnotatedDoc
+from .io.sinks import FIELDS, AnnotatedDoc
 from .io.sources import Source
 from .io.tables import Columns, TableError
 from .langdetect import check_languages, serving_language
@@ -71,6 +73,15 @@ def _fallback_lang(value: Optional[str]) -> Optional[str]:
     return code
 
 
+def _kept_columns(value: Optional[str]) -> Tuple[str, ...]:
+    names = tuple(dict.fromkeys(name.strip() for name in (value or "").split(",") if name.strip()))
+    taken = [name for name in names if name in FIELDS]
+    if taken:
+        raise typer.BadParameter(f"{', '.join(map(repr, taken))} would overwrite the mention field(s) of that name "
+                                 f"({', '.join(FIELDS)}); the document's id is already written as 'id'.")
+    return names
+
+
 def _encoding(value: str) -> str:
     try:
         return check_encoding(value)
@@ -98,6 +109,11 @@ FallbackLangOption = Annotated[Optional[str], typer.Option(
          "language, instead of skipping them.", show_default=False)]
 RecursiveOption = Annotated[bool, typer.Option(
     "--recursive", "-r", help="Also read .txt files in subfolders (symlinked folders are not followed).")]
+KeepColumnsOption = Annotated[Optional[str], typer.Option(
+    "--keep-columns", callback=_kept_columns, metavar="COLUMNS",
+    help="Table columns to copy beside every mention of their document, comma-separated, e.g. "
+         "patient_id,admission_id (.jsonl/.parquet OUTPUT; Parquet keeps their types, CSV values are text).",
+    show_default=False)]
 QuietOption = Annotated[bool, typer.Option(
     "--quiet", "-q", help="No progress bar and no summary; problems are still reported on stderr.")]
 EncodingOption = Annotated[str, typer.Option(
@@ -157,6 +173,8 @@ def open_source(source: Path, lang: str, recursive: bool, encoding: str, columns
         raise typer.BadParameter(str(err), param_hint="INPUT") from err
     if columns.lang is not None and opened.columns is None:
         raise typer.BadParameter("--lang-column is for tables; INPUT is text files.", param_hint="--lang-column")
+    if columns.keep and opened.columns is None:
+        raise typer.BadParameter("--keep-columns is for tables; INPUT is text files.", param_hint="--keep-columns")
     warn_language_conflicts(opened.paths, lang)
     return opened
 
@@ -321,13 +339,13 @@ class Pipelines:
         ``nlp.pipe(n_process=…)``."""
         failures: Deque[Failure] = deque()
 
-        def docs() -> Iterator[Tuple[Doc, Tuple[str, Union[str, Path]]]]:
+        def docs() -> Iterator[Tuple[Doc, Tuple[str, Union[str, Path], Mapping[str, Any]]]]:
             for item in items:
                 if isinstance(item, Failure):
                     failures.append(item)
                     continue
                 try:
-                    yield self.make_doc(item), (item.name, item.path)
+                    yield self.make_doc(item), (item.name, item.path, item.metadata)  # not the text, twice
                 except ValueError as err:  # RoutingError; [E088] longer than a --model pipeline's nlp.max_length
                     failures.append(Failure(item.path, str(err)))
 
@@ -335,11 +353,12 @@ class Pipelines:
         first = next(stream, None)  # loads the model, before nlp.pipe may fork its workers
         if first is not None:
             keys = spans_keys_of(self.load())
-            for doc, (name, path) in self.load().pipe(chain([first], stream), as_tuples=True,
-                                                      batch_size=batch_size, n_process=n_process):
+            for doc, (name, path, metadata) in self.load().pipe(chain([first], stream), as_tuples=True,
+                                                                batch_size=batch_size, n_process=n_process):
                 while failures:
                     yield failures.popleft()
-                yield AnnotatedDoc(name, doc.text, doc._.dt4h_lang, list(doc_mentions(name, doc, keys)), path)
+                mentions = [replace(m, metadata=metadata) if metadata else m for m in doc_mentions(name, doc, keys)]
+                yield AnnotatedDoc(name, doc.text, doc._.dt4h_lang, mentions, path, metadata)
         yield from failures
 
 

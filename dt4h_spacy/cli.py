@@ -25,6 +25,7 @@ from .batch import (
     FallbackLangOption,
     IdColumnOption,
     InputArgument,
+    KeepColumnsOption,
     LangColumnOption,
     LangOption,
     ModelOption,
@@ -108,6 +109,7 @@ def predict_command(
     id_column: IdColumnOption = "id",
     text_column: TextColumnOption = "text",
     lang_column: LangColumnOption = None,
+    keep_columns: KeepColumnsOption = None,
     checkpoint: CheckpointOption = None,
     base_model: BaseModelOption = None,
     model: ModelOption = None,
@@ -160,9 +162,13 @@ def predict_command(
     has no head for is reported and skipped; the others are still written. OUTPUT appears
     only when complete. Exit code 1 if any document failed.
     """
-    opened = open_source(source, lang, recursive, encoding, Columns(id_column, text_column, lang_column))
+    opened = open_source(source, lang, recursive, encoding,
+                         Columns(id_column, text_column, lang_column, keep_columns or ()))
     prepare_output(output)
     kind = output_kind(output)
+    if keep_columns and kind not in (".jsonl", ".parquet"):
+        raise typer.BadParameter(f"kept columns are written to a .jsonl or .parquet OUTPUT, not {kind}.",
+                                 param_hint="--keep-columns")
     settings = {"device": device, "threshold": min_score, "quantize": quantize,
                 "precision": precision.value, "num_threads": threads, "compat": compat.value}
     pipelines = Pipelines(lang, model, checkpoint, base_model, settings, fallback_lang)

@@ -64,6 +64,7 @@ def run_job(source: Source, output: Path, kind: str, engine: Engine, job: Dict[s
     outcome = Outcome(read=len(done))
     pending_names: List[str] = []
     pending: List[Mention] = []
+    pending_metadata: Dict[str, Any] = {}
     last_commit = time.monotonic()
     unit = "file" if source.columns is None else "document"
     try:
@@ -80,9 +81,11 @@ def run_job(source: Source, output: Path, kind: str, engine: Engine, job: Dict[s
                     continue
                 pending_names.append(result.name)
                 pending.extend(result.mentions)
+                if result.metadata:
+                    pending_metadata[result.name] = result.metadata
                 if len(pending_names) >= commit_every or time.monotonic() - last_commit >= COMMIT_SECONDS:
-                    parts.commit(pending_names, pending)
-                    pending_names, pending, last_commit = [], [], time.monotonic()
+                    parts.commit(pending_names, pending, pending_metadata)
+                    pending_names, pending, pending_metadata, last_commit = [], [], {}, time.monotonic()
         report_failures(outcome.failures)
         if html and not outcome.documents:
             error(f"no document of {source.path} could be annotated; nothing written.")
@@ -92,7 +95,8 @@ def run_job(source: Source, output: Path, kind: str, engine: Engine, job: Dict[s
                 write_html(output, outcome.documents, title(), spans)
                 outcome.mentions = sum(len(d.mentions) for d in outcome.documents)
             else:
-                outcome.mentions = MENTION_WRITERS[kind](output, parts.merged(pending), with_scores)
+                outcome.mentions = MENTION_WRITERS[kind](output, parts.merged(pending), with_scores,
+                                                         source.kept_schema())
         except OSError as err:
             error(f"cannot write {output}: {err}")
             raise typer.Exit(1) from err

@@ -15,6 +15,7 @@ import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import (
+    Any,
     Dict,
     Iterable,
     Iterator,
@@ -53,6 +54,8 @@ class Mention:
     ``score`` (the model's confidence, if known) and the :data:`QUALIFIERS` (``None`` when
     no context component looked at the mention) are written only on request and are no part
     of a mention's identity: a negated mention is still the same mention for NER scoring.
+    Nor is ``metadata``, its document's kept columns (``--keep-columns``, one mapping shared
+    by all the document's mentions), which the JSONL and Parquet outputs write beside each row.
     """
 
     filename: str
@@ -66,6 +69,7 @@ class Mention:
     hypothetical: Optional[bool] = field(default=None, compare=False)
     historical: Optional[bool] = field(default=None, compare=False)
     family: Optional[bool] = field(default=None, compare=False)
+    metadata: Optional[Mapping[str, Any]] = field(default=None, compare=False, repr=False)
 
     @property
     def key(self) -> Tuple[str, str, int, int]:
@@ -82,7 +86,7 @@ class Mention:
         """Every field in declaration order: ``Mention(*m.values) == m`` with all fields kept,
         the compact row that run parts and Ray results carry."""
         return (self.filename, self.label, self.start, self.end, self.text, self.score,
-                self.negated, self.uncertain, self.hypothetical, self.historical, self.family)
+                self.negated, self.uncertain, self.hypothetical, self.historical, self.family, self.metadata)
 
 
 def sort_key(mention: Mention) -> Tuple[str, int, int, str, str]:

@@ -31,8 +31,8 @@ from dt4h_spacy.io.parts import Parts
 marker = Path(sys.argv.pop(1))
 commit = Parts.commit
 
-def commit_then_wait(self, documents, mentions):
-    commit(self, documents, mentions)
+def commit_then_wait(self, *args):
+    commit(self, *args)
     if len(self.paths) == 2:
         marker.touch()
         time.sleep(300)

@@ -56,7 +56,8 @@ class PipelineActor:
     def __call__(self, batch: pyarrow.Table) -> pyarrow.Table:
         rows = batch.to_pylist()
         results: List[Dict[str, Any]] = [
-            {"id": None, "where": row.get("path"), "error": None, "done": False, "mentions": "[]"} for row in rows]
+            {"id": None, "where": row.get("path"), "error": None, "done": False, "mentions": "[]", "metadata": None}
+            for row in rows]
         todo: List[Union[Document, Failure]] = []
         for item in self._documents(rows):
             result = results[int(item.path)]
@@ -71,10 +72,12 @@ class PipelineActor:
                 results[int(item.path)]["error"] = item.reason
             else:
                 results[int(item.path)]["mentions"] = json.dumps(
-                    [m.values[1:] for m in item.mentions], ensure_ascii=False)
+                    [m.values[1:] for m in item.mentions], ensure_ascii=False, default=str)
+                if item.metadata:
+                    results[int(item.path)]["metadata"] = json.dumps(item.metadata, ensure_ascii=False, default=str)
         return pyarrow.Table.from_pylist(results, schema=pyarrow.schema(
             [("id", pyarrow.string()), ("where", pyarrow.string()), ("error", pyarrow.string()),
-             ("done", pyarrow.bool_()), ("mentions", pyarrow.string())]))
+             ("done", pyarrow.bool_()), ("mentions", pyarrow.string()), ("metadata", pyarrow.string())]))
 
 
 def _dataset(ray: Any, source: Source) -> Any:
@@ -152,7 +155,8 @@ def _results(batches: Iterator[pyarrow.Table], source: Source) -> Iterator[Union
             if isinstance(checked, Failure):
                 yield checked
             elif not row["done"]:
+                metadata = json.loads(row["metadata"]) if row["metadata"] else {}
                 mentions = [Mention(checked.name, *values) for values in json.loads(row["mentions"])]
-                yield AnnotatedDoc(checked.name, "", "", mentions)
+                yield AnnotatedDoc(checked.name, "", "", mentions, metadata=metadata)
 
 

@@ -3,9 +3,11 @@
 Annotated documents are committed in parts beside OUTPUT (``OUTPUT.parts/part-00000001.jsonl``):
 each part is written to a temporary file, fsynced and renamed into place, then the folder
 is fsynced, so after a power cut a part is either complete or absent. A part's first line
-lists its documents (also those without mentions); the rest are its mentions sorted in
-output order. The final OUTPUT is a k-way merge of the parts (an external merge sort in
-passes of :data:`FAN_IN` files), written atomically; then the folder is removed.
+lists its documents (also those without mentions) and the kept columns of those that have
+some (``metadata``); the rest are its mentions sorted in output order, each with every
+field (its document's kept columns last). The final OUTPUT is a k-way merge of the parts
+(an external merge sort in passes of :data:`FAN_IN` files), written atomically; then the
+folder is removed.
 ``job.json`` records the settings that decide the rows, so a resume with other settings is
 refused instead of mixing two runs' rows.
 """
@@ -16,7 +18,7 @@ import os
 import shutil
 from contextlib import suppress
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, List, Set
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Set, Tuple
 
 from ..tsv import Mention, sort_key
 
@@ -40,18 +42,26 @@ def _fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
-def _write_run(path: Path, documents: Iterable[str], mentions: Iterable[Mention]) -> None:
+def _write_run(path: Path, documents: Iterable[str], mentions: Iterable[Mention],
+               metadata: Optional[Mapping[str, Mapping[str, Any]]] = None) -> None:
+    header: Dict[str, Any] = {"documents": list(documents)}
+    if metadata:
+        header["metadata"] = dict(metadata)
     with open(path, "w", encoding="utf-8", newline="\n") as handle:
-        handle.write(json.dumps({"documents": list(documents)}, ensure_ascii=False) + "\n")
+        handle.write(json.dumps(header, ensure_ascii=False, default=str) + "\n")
         for m in mentions:
-            handle.write(json.dumps(m.values, ensure_ascii=False) + "\n")
+            handle.write(json.dumps(m.values, ensure_ascii=False, default=str) + "\n")
         handle.flush()
         os.fsync(handle.fileno())
 
 
-def _read_documents(path: Path) -> List[str]:
+def _read_header(path: Path) -> Dict[str, Any]:
     with open(path, encoding="utf-8") as handle:
-        return json.loads(handle.readline())["documents"]
+        return json.loads(handle.readline())
+
+
+def _read_documents(path: Path) -> List[str]:
+    return _read_header(path)["documents"]
 
 
 def _read_mentions(path: Path) -> Iterator[Mention]:
@@ -90,9 +100,10 @@ class Parts:
         self.paths = sorted(self.folder.glob("part-*.jsonl"))
         return {name for path in self.paths for name in _read_documents(path)}
 
-    def commit(self, documents: List[str], mentions: List[Mention]) -> None:
-        """Make ``documents`` (and their ``mentions``) durable: after this returns, a crash
-        does not lose them."""
+    def commit(self, documents: List[str], mentions: List[Mention],
+               metadata: Optional[Mapping[str, Mapping[str, Any]]] = None) -> None:
+        """Make ``documents`` (with their ``mentions`` and kept columns, ``metadata`` by
+        document name) durable: after this returns, a crash does not lose them."""
         if not self.folder.exists():
             self.folder.mkdir()
         if not (self.folder / JOB_FILE).exists():
@@ -103,10 +114,15 @@ class Parts:
         number = int(self.paths[-1].stem.split("-")[1]) + 1 if self.paths else 1
         target = self.folder / f"part-{number:08d}.jsonl"
         temporary = target.with_suffix(".tmp")
-        _write_run(temporary, documents, sorted(mentions, key=sort_key))
+        _write_run(temporary, documents, sorted(mentions, key=sort_key), metadata)
         os.replace(temporary, target)
         _fsync_folder(self.folder)
         self.paths.append(target)
+
+    def metadata(self) -> Iterator[Tuple[str, Mapping[str, Any]]]:
+        """(document, kept columns) of every committed document that has kept columns."""
+        for path in self.paths:
+            yield from _read_header(path).get("metadata", {}).items()
 
     def merged(self, pending: List[Mention]) -> Iterator[Mention]:
         """Every committed mention and ``pending``, in output order; at most :data:`FAN_IN`

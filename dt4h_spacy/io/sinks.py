@@ -1,16 +1,17 @@
 """Where annotations go, chosen by OUTPUT's extension.
 
 ``.tsv`` is the MultiClinAI TSV (filename = the document's name or id); ``.jsonl`` and
-``.parquet`` hold one row per mention with ``id, label, start, end, text, score``; ``.html``
+``.parquet`` hold one row per mention with ``id, label, start, end, text, score`` and then
+the document's kept columns (``--keep-columns``), Parquet in their Arrow types; ``.html``
 is a displaCy page of the documents. The mention writers take rows already in output order
 and write them one at a time to a temporary file that replaces OUTPUT once complete, so
 memory stays flat and an interrupted run never leaves a truncated OUTPUT.
 """
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Sequence, Union
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
 import pyarrow
 import pyarrow.parquet
@@ -28,49 +29,78 @@ PARQUET_ROWS = 65536
 @dataclass(frozen=True)
 class AnnotatedDoc:
     """A document after annotation: what every sink needs (the HTML page also the text);
-    ``path`` is where it came from, as in :class:`~dt4h_spacy.textfiles.Document`."""
+    ``path`` and ``metadata`` (its kept columns) as in :class:`~dt4h_spacy.textfiles.Document`."""
 
     name: str
     text: str
     lang: str
     mentions: List[Mention]
     path: Union[str, Path] = ""
+    metadata: Mapping[str, Any] = field(default_factory=dict)
 
 
-def _record(m: Mention) -> Dict[str, object]:
-    return dict(zip(FIELDS, (m.filename, m.label, m.start, m.end, m.text, m.score)))
+def _record(m: Mention, kept: Sequence[str] = ()) -> Dict[str, object]:
+    record = dict(zip(FIELDS, (m.filename, m.label, m.start, m.end, m.text, m.score)))
+    metadata = m.metadata or {}
+    record.update((name, metadata.get(name)) for name in kept)
+    return record
 
 
-def write_jsonl(path: Path, mentions: Iterable[Mention], with_scores: bool = True) -> int:
-    """One JSON object per mention and line (UTF-8, non-ASCII kept as is)."""
+def write_jsonl(path: Path, mentions: Iterable[Mention], with_scores: bool = True,
+                kept: Optional[pyarrow.Schema] = None) -> int:
+    """One JSON object per mention and line (UTF-8, non-ASCII kept as is), with the
+    ``kept`` columns of its document last (dates and other non-JSON values as text)."""
+    names = kept.names if kept is not None else []
     count = 0
     with atomic_write(path) as handle:
         for mention in mentions:
-            handle.write(json.dumps(_record(mention), ensure_ascii=False) + "\n")
+            handle.write(json.dumps(_record(mention, names), ensure_ascii=False, default=str) + "\n")
             count += 1
     return count
 
 
-def write_parquet(path: Path, mentions: Iterable[Mention], with_scores: bool = True) -> int:
-    """One Parquet row per mention, written in row groups of :data:`PARQUET_ROWS`."""
+def write_parquet(path: Path, mentions: Iterable[Mention], with_scores: bool = True,
+                  kept: Optional[pyarrow.Schema] = None) -> int:
+    """One Parquet row per mention, written in row groups of :data:`PARQUET_ROWS`, with the
+    ``kept`` columns of its document last, in their Arrow types."""
+    schema = SCHEMA if kept is None else pyarrow.unify_schemas([SCHEMA, kept])
     count = 0
     with atomic_write(path, binary=True) as handle:
-        with pyarrow.parquet.ParquetWriter(handle, SCHEMA) as writer:
+        with pyarrow.parquet.ParquetWriter(handle, schema) as writer:
             chunk: List[Dict[str, object]] = []
             for mention in mentions:
-                chunk.append(_record(mention))
+                chunk.append(_record(mention, schema.names[len(FIELDS):]))
                 if len(chunk) == PARQUET_ROWS:
-                    writer.write_table(pyarrow.Table.from_pylist(chunk, schema=SCHEMA))
+                    writer.write_table(_arrow_rows(chunk, schema))
                     count += len(chunk)
                     chunk = []
-            writer.write_table(pyarrow.Table.from_pylist(chunk, schema=SCHEMA))
+            writer.write_table(_arrow_rows(chunk, schema))
             count += len(chunk)
     return count
 
 
-MentionWriter = Callable[[Path, Iterable[Mention], bool], int]
-MENTION_WRITERS: Dict[str, MentionWriter] = {".tsv": write_sorted_mentions, ".jsonl": write_jsonl,
-                                             ".parquet": write_parquet}
+def _arrow_rows(records: List[Dict[str, object]], schema: pyarrow.Schema) -> pyarrow.Table:
+    """``records`` as a table of ``schema``. A kept value that came back from a resume part
+    as JSON text (a date, a timestamp) is cast from that text to its column's type."""
+    columns = []
+    for item in schema:
+        values = [record[item.name] for record in records]
+        try:
+            columns.append(pyarrow.array(values, type=item.type))
+        except (pyarrow.ArrowInvalid, pyarrow.ArrowTypeError):
+            text = pyarrow.array([None if v is None else str(v) for v in values], type=pyarrow.string())
+            columns.append(text.cast(item.type))
+    return pyarrow.Table.from_arrays(columns, schema=schema)
+
+
+def write_tsv(path: Path, mentions: Iterable[Mention], with_scores: bool = False,
+              kept: Optional[pyarrow.Schema] = None) -> int:
+    """The MultiClinAI TSV: its own columns only (``predict`` refuses kept columns for it)."""
+    return write_sorted_mentions(path, mentions, with_scores)
+
+
+MentionWriter = Callable[[Path, Iterable[Mention], bool, Optional[pyarrow.Schema]], int]
+MENTION_WRITERS: Dict[str, MentionWriter] = {".tsv": write_tsv, ".jsonl": write_jsonl, ".parquet": write_parquet}
 HTML_SUFFIXES = (".html", ".htm")
 
 

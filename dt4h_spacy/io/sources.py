@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Union
 
 from ..textfiles import Document, Failure, find_txt_files, read_documents
-from .tables import Columns, check_table, count_rows, is_table, read_table
+import pyarrow
+
+from .tables import Columns, check_table, count_rows, is_table, kept_schema, read_table
 
 
 @dataclass
@@ -50,6 +52,10 @@ class Source:
             yield from read_documents(self.paths, self.encoding)
         else:
             yield from read_table(self.path, self.columns)
+
+    def kept_schema(self) -> pyarrow.Schema:
+        """Names and Arrow types of the columns kept beside each mention (none for text files)."""
+        return pyarrow.schema([]) if self.columns is None else kept_schema(self.path, self.columns)
 
     def describe(self) -> Dict[str, object]:
         """What decides which documents a run reads (recorded to check a ``--resume``)."""

@@ -15,6 +15,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import pyarrow
 import pyarrow.csv
+import pyarrow.json
 import pyarrow.parquet
 
 from ..textfiles import Document, Failure
@@ -29,15 +30,18 @@ class TableError(ValueError):
 
 @dataclass(frozen=True)
 class Columns:
-    """Which columns hold a document's id, its text and (optionally) its language."""
+    """Which columns hold a document's id, its text and (optionally) its language, and the
+    columns ``keep`` carried to every mention of the document (``--keep-columns``)."""
 
     id: str = "id"
     text: str = "text"
     lang: Optional[str] = None
+    keep: Tuple[str, ...] = ()
 
     @property
     def names(self) -> List[str]:
-        return [self.id, self.text] + ([self.lang] if self.lang else [])
+        own = [self.id, self.text] + ([self.lang] if self.lang else [])
+        return own + [name for name in self.keep if name not in own]
 
 
 def parquet_parts(path: Path) -> List[Path]:
@@ -67,13 +71,15 @@ def row_document(values: Dict[str, Any], columns: Columns, where: str) -> Union[
     if not isinstance(text, str):
         return Failure(where, f"text (column {columns.text!r}) is {type(text).__name__}, not a string")
     lang = values.get(columns.lang) if columns.lang else None
-    return Document(str(doc_id), where, text, str(lang) if lang not in (None, "") else None)
+    return Document(str(doc_id), where, text, str(lang) if lang not in (None, "") else None,
+                    {name: values.get(name) for name in columns.keep})
 
 
 def _check_columns(found: Sequence[str], columns: Columns, source: Path) -> None:
     missing = [name for name in columns.names if name not in found]
     if missing:
-        options = {columns.id: "--id-column", columns.text: "--text-column", columns.lang: "--lang-column"}
+        options = {**{name: "--keep-columns" for name in columns.keep}, columns.id: "--id-column",
+                   columns.text: "--text-column", columns.lang: "--lang-column"}
         raise TableError(f"{source} has no column {', '.join(repr(m) for m in missing)} (it has "
                          f"{', '.join(found) or 'none'}); name the right one with "
                          f"{', '.join(options[m] for m in missing)}.")
@@ -203,6 +209,27 @@ class FirstSeen:
             return Failure(item.path, f"duplicate id {item.name!r} (first at {first}); ids name the documents in "
                                       "the output, so each must be unique")
         return item
+
+
+def kept_schema(path: Path, columns: Columns) -> pyarrow.Schema:
+    """The Arrow types of the kept columns, so outputs write them as the table holds them:
+    a Parquet table's own types; JSON lines' as Arrow infers them from the first block
+    (text where it cannot); CSV/TSV values are text ("00123" keeps its zeros)."""
+    if not columns.keep:
+        return pyarrow.schema([])
+    found: Dict[str, pyarrow.DataType] = {}
+    suffix = path.suffix.lower()
+    if path.is_dir() or suffix == ".parquet":
+        schema = _parquet_file(parquet_parts(path)[0]).schema_arrow
+        found = {name: schema.field(name).type for name in columns.keep}
+    elif suffix == ".jsonl":
+        try:
+            with pyarrow.json.open_json(path) as reader:
+                found = {name: reader.schema.field(name).type for name in columns.keep if name in reader.schema.names}
+        except (OSError, pyarrow.ArrowException):
+            found = {}
+    return pyarrow.schema([(name, found.get(name) if found.get(name) not in (None, pyarrow.null())
+                            else pyarrow.string()) for name in columns.keep])
 
 
 def count_rows(path: Path) -> Optional[int]:
