@@ -11,3 +11,7 @@ class EvaluationError(ValueError):
 
 class UnsupportedLanguageError(ValueError):
     """A document in a language none of a component's heads reads (``unsupported="raise"``)."""
+
+
+class ContextRulesError(ValueError):
+    """A context rule file (or rule set) that cannot be used; the message names the file and line."""

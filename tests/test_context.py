@@ -1,0 +1,232 @@
+"""dt4h_context: ConText qualifiers on es/it/ro mentions, rule files and their errors."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import spacy
+
+from dt4h_spacy.errors import ContextRulesError
+from dt4h_spacy.pipes.context.rules import packaged_rules_path, read_rule_file
+
+ATTRS = ("is_negated", "is_uncertain", "is_hypothetical", "is_historical", "is_family")
+
+
+def qualify(text, mentions, lang="es", config=None, sentencizer=False, spans_key=None):
+    """``text`` with ``mentions`` (substrings, first occurrence) as ents (or in doc.spans[spans_key]),
+    through dt4h_context; returns {mention: (set of attributes, cue texts)}."""
+    nlp = spacy.blank(lang)
+    if sentencizer:
+        nlp.add_pipe("sentencizer")
+    nlp.add_pipe("dt4h_context", config=config or {})
+    doc = nlp.make_doc(text)
+    spans = [doc.char_span(text.index(m), text.index(m) + len(m), label="DISEASE") for m in mentions]
+    if spans_key:
+        doc.spans[spans_key] = spans
+    else:
+        doc.ents = spans
+    for _, pipe in nlp.pipeline:
+        doc = pipe(doc)
+    found = doc.spans[spans_key] if spans_key else doc.ents
+    return {span.text: ({a for a in ATTRS if span._.get(a)},
+                        None if span._.dt4h_cues is None else [c.text for c in span._.dt4h_cues]) for span in found}
+
+
+@pytest.mark.parametrize("text,mention,attrs,cues", [
+    ("Se descartó neumonía.", "neumonía", {"is_negated"}, ["Se descartó"]),
+    ("Sospecha de endocarditis.", "endocarditis", {"is_uncertain"}, ["Sospecha de"]),
+    ("Madre con diabetes.", "diabetes", {"is_family"}, ["Madre"]),
+    ("Diabetes en la madre.", "Diabetes", {"is_family"}, ["madre"]),
+    ("Antecedentes de infarto agudo de miocardio.", "infarto agudo de miocardio", {"is_historical"}, ["Antecedentes de"]),
+    ("Se recomienda descartar tuberculosis.", "tuberculosis", {"is_hypothetical"}, ["Se recomienda descartar"]),
+    ("Neumonía descartada.", "Neumonía", {"is_negated"}, ["descartada"]),
+    ("Paciente con neumonía.", "neumonía", set(), []),
+])
+def test_spanish_triggers_set_one_attribute_and_name_their_cue(text, mention, attrs, cues):
+    assert qualify(text, [mention])[mention] == (attrs, cues)
+
+
+def test_a_pseudo_trigger_blocks_the_shorter_triggers_inside_it():
+    found = qualify("No se descarta tromboembolismo pulmonar. Sin cambios en la estenosis aórtica.",
+                    ["tromboembolismo pulmonar", "estenosis aórtica"])
+    assert found["tromboembolismo pulmonar"] == ({"is_uncertain"}, ["No se descarta"])
+    assert found["estenosis aórtica"] == (set(), [])
+
+
+def test_scope_stops_at_terminations_other_categories_and_sentence_ends():
+    found = qualify("Sin fiebre ni disnea pero con dolor torácico. Tos productiva.\nNo edemas\nvarices",
+                    ["fiebre", "disnea", "dolor torácico", "Tos productiva", "edemas", "varices"])
+    assert found["fiebre"] == ({"is_negated"}, ["Sin"])
+    assert found["disnea"] == ({"is_negated"}, ["Sin", "ni"])
+    assert found["dolor torácico"] == (set(), [])  # after "pero"
+    assert found["Tos productiva"] == (set(), [])  # next sentence
+    assert found["edemas"][0] == {"is_negated"}
+    assert found["varices"] == (set(), [])  # a line break ends a sentence for our splitter
+    other = qualify("Sin fiebre, probable neumonía.", ["fiebre", "neumonía"])
+    assert other == {"fiebre": ({"is_negated"}, ["Sin"]), "neumonía": ({"is_uncertain"}, ["probable"])}
+
+
+def test_doc_sents_are_used_when_a_pipe_set_them():
+    # The sentencizer does not split at a line break, our own splitter does.
+    text = "No edemas\nvarices"
+    assert qualify(text, ["varices"])["varices"][0] == set()
+    assert qualify(text, ["varices"], sentencizer=True)["varices"][0] == {"is_negated"}
+
+
+def test_max_scope_limits_a_forward_scope():
+    text = "No se observa en la exploración física realizada hoy ninguna adenopatía."
+    assert qualify(text, ["adenopatía"], config={"max_scope": 3})["adenopatía"] == ({"is_negated"}, ["ninguna"])
+    text = "No se observa en la exploración física realizada hoy adenopatía."
+    assert qualify(text, ["adenopatía"])["adenopatía"][0] == {"is_negated"}
+    assert qualify(text, ["adenopatía"], config={"max_scope": 3})["adenopatía"][0] == set()
+
+
+def test_spans_keys_are_targets_too_and_targets_can_be_chosen():
+    assert qualify("Sin neumonía.", ["neumonía"], spans_key="dt4h")["neumonía"][0] == {"is_negated"}
+    custom = qualify("Sin neumonía.", ["neumonía"], spans_key="sc", config={"targets": ["sc"]})
+    assert custom["neumonía"][0] == {"is_negated"}
+    untouched = qualify("Sin neumonía.", ["neumonía"], spans_key="sc")
+    assert untouched["neumonía"] == (set(), None)  # not a target: the defaults, cues None (never looked at)
+
+
+def write_rules(path, rules, language="es"):
+    lines = ",\n".join("  " + json.dumps(rule, ensure_ascii=False) for rule in rules)
+    path.write_text(f'{{"language": "{language}",\n "rules": [\n{lines}\n ]}}\n', encoding="utf-8")
+    return path
+
+
+def test_rule_files_extend_or_replace_the_packaged_rules(tmp_path):
+    extra = write_rules(tmp_path / "extra.json", [{"literal": "queda excluida", "category": "NEGATED_EXISTENCE",
+                                                   "direction": "BACKWARD"}])
+    text = "Neumonía queda excluida. Sin fiebre."
+    assert qualify(text, ["Neumonía"])["Neumonía"][0] == set()
+    extended = qualify(text, ["Neumonía", "fiebre"], config={"rule_files": [str(extra)]})
+    assert extended == {"Neumonía": ({"is_negated"}, ["queda excluida"]), "fiebre": ({"is_negated"}, ["Sin"])}
+    replaced = qualify(text, ["Neumonía", "fiebre"], config={"rule_files": [str(extra)], "default_rules": False})
+    assert replaced == {"Neumonía": ({"is_negated"}, ["queda excluida"]), "fiebre": (set(), [])}
+
+
+def test_token_patterns_match_too(tmp_path):
+    rules = write_rules(tmp_path / "p.json", [{"pattern": [{"LOWER": "hace"}, {"LIKE_NUM": True}, {"LOWER": "años"}],
+                                               "category": "HISTORICAL", "direction": "BACKWARD"}])
+    found = qualify("Neumonía hace 3 años.", ["Neumonía"], config={"rule_files": [str(rules)], "default_rules": False})
+    assert found["Neumonía"] == ({"is_historical"}, ["hace 3 años"])
+
+
+@pytest.mark.parametrize("rule,message", [
+    ({"literal": "x", "category": "NEGATION", "direction": "FORWARD"}, "unknown category 'NEGATION'"),
+    ({"literal": "x", "category": "NEGATED_EXISTENCE", "direction": "SIDEWAYS"}, "unknown direction 'SIDEWAYS'"),
+    ({"literal": "x", "category": "NEGATED_EXISTENCE", "direction": "PSEUDO"}, "cannot have direction PSEUDO"),
+    ({"pattern": [{"LOWER": {"IN": "no"}}], "category": "NEGATED_EXISTENCE", "direction": "FORWARD"},
+     "malformed pattern"),
+    ({"pattern": "no", "category": "NEGATED_EXISTENCE", "direction": "FORWARD"}, "pattern must be a non-empty list"),
+    ({"category": "NEGATED_EXISTENCE", "direction": "FORWARD"}, 'exactly one of "literal"'),
+    ({"literal": "x", "category": "FAMILY", "direction": "FORWARD", "scope": 3}, r"unknown key\(s\) \['scope'\]"),
+    ({"literal": "x", "category": "FAMILY", "direction": "FORWARD", "max_scope": 0}, "max_scope must be"),
+])
+def test_a_bad_rule_is_an_error_at_add_pipe_naming_file_and_line(tmp_path, rule, message):
+    good = {"literal": "sin", "category": "NEGATED_EXISTENCE", "direction": "FORWARD"}
+    path = write_rules(tmp_path / "bad.json", [good, good, rule])
+    nlp = spacy.blank("es")
+    with pytest.raises(ContextRulesError, match=rf"bad.json line 5: .*{message}"):
+        nlp.add_pipe("dt4h_context", config={"rule_files": [str(path)]})
+
+
+def test_invalid_json_and_missing_rules_are_named(tmp_path):
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"language": "es",\n "rules": [\n  {"literal": "no",}\n ]}\n', encoding="utf-8")
+    with pytest.raises(ContextRulesError, match=r"broken.json line 3: not valid JSON"):
+        read_rule_file(broken)
+    listless = tmp_path / "listless.json"
+    listless.write_text('{"language": "es"}', encoding="utf-8")
+    with pytest.raises(ContextRulesError, match=r"listless.json line 1: expected an object with a \"rules\" list"):
+        read_rule_file(listless)
+    with pytest.raises(ContextRulesError, match=r"missing.json: cannot read"):
+        read_rule_file(tmp_path / "missing.json")
+
+
+def test_a_language_without_rules_is_an_error_at_add_pipe():
+    with pytest.raises(ContextRulesError, match=r"No context rules for language\(s\) \['en'\].*rule_files"):
+        spacy.blank("en").add_pipe("dt4h_context")
+
+
+def test_packaged_rule_files_are_valid_and_declare_their_language():
+    for lang in ("es", "it", "ro"):
+        language, rules = read_rule_file(packaged_rules_path(lang))
+        assert language == lang and len(rules) > 50
+
+
+def test_saved_pipeline_keeps_its_rules_without_the_rule_files(tmp_path):
+    extra = write_rules(tmp_path / "extra.json", [{"literal": "queda excluida", "category": "NEGATED_EXISTENCE",
+                                                   "direction": "BACKWARD"}])
+    nlp = spacy.blank("es")
+    nlp.add_pipe("dt4h_context", config={"rule_files": [str(extra)]})
+    nlp.to_disk(tmp_path / "pipeline")
+    extra.unlink()
+    loaded = spacy.load(tmp_path / "pipeline", config={"components": {"dt4h_context": {"rule_files": []}}})
+    doc = loaded.make_doc("Neumonía queda excluida.")
+    doc.ents = [doc.char_span(0, 8, label="DISEASE")]
+    assert loaded(doc).ents[0]._.is_negated
+    copy = spacy.blank("es").add_pipe("dt4h_context", config={"default_rules": True})
+    copy.from_bytes(loaded.get_pipe("dt4h_context").to_bytes())
+    assert copy.rules == loaded.get_pipe("dt4h_context").rules
+
+
+def test_the_factory_is_found_through_its_entry_point_without_importing_the_package():
+    code = ("import spacy; nlp = spacy.blank('es'); nlp.add_pipe('dt4h_context'); "
+            "doc = nlp.make_doc('sin fiebre'); doc.ents = [doc.char_span(4, 10, label='X')]; "
+            "print(nlp(doc).ents[0]._.is_negated)")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "True\n"
+
+
+@pytest.mark.parametrize("lang,text,mention,attrs,cues", [
+    ("it", "Il paziente nega dolore toracico.", "dolore toracico", {"is_negated"}, ["nega"]),
+    ("it", "Non escluso un infarto miocardico.", "infarto miocardico", {"is_uncertain"}, ["Non escluso"]),
+    ("it", "Sospetta polmonite, ma senza febbre.", "polmonite", {"is_uncertain"}, ["Sospetta"]),
+    ("it", "Madre affetta da diabete mellito.", "diabete mellito", {"is_family"}, ["Madre"]),
+    ("it", "Pregresso infarto miocardico.", "infarto miocardico", {"is_historical"}, ["Pregresso"]),
+    ("it", "Embolia polmonare esclusa.", "Embolia polmonare", {"is_negated"}, ["esclusa"]),
+    ("ro", "Fără semne de infarct miocardic.", "infarct miocardic", {"is_negated"}, ["Fără semne de"]),
+    ("ro", "Fara semne de infarct miocardic.", "infarct miocardic", {"is_negated"}, ["Fara semne de"]),
+    ("ro", "Suspiciune de endocardită.", "endocardită", {"is_uncertain"}, ["Suspiciune de"]),
+    ("ro", "Hipertensiune arterială în antecedente.", "Hipertensiune arterială", {"is_historical"}, ["în antecedente"]),
+    ("ro", "Mama cu diabet zaharat.", "diabet zaharat", {"is_family"}, ["Mama"]),
+    ("ro", "Nu se poate exclude o pneumonie.", "pneumonie", {"is_uncertain"}, ["Nu se poate exclude"]),
+])
+def test_italian_and_romanian_triggers(lang, text, mention, attrs, cues):
+    assert qualify(text, [mention], lang=lang)[mention] == (attrs, cues)
+
+
+@pytest.mark.parametrize("lang,text,before,after", [
+    ("it", "Non febbre ma tosse.", "febbre", "tosse"),
+    ("ro", "Nu prezintă febră dar acuză tuse.", "febră", "tuse"),
+])
+def test_terminations_in_italian_and_romanian(lang, text, before, after):
+    found = qualify(text, [before, after], lang=lang)
+    assert found[before][0] == {"is_negated"} and found[after] == (set(), [])
+
+
+def test_an_xx_pipeline_reads_each_doc_with_its_languages_rules():
+    nlp = spacy.blank("xx")
+    nlp.add_pipe("dt4h_context")
+    doc = nlp.make_doc("nega febbre")
+    doc._.dt4h_lang = "it"
+    doc.ents = [doc.char_span(5, 11, label="X")]
+    assert nlp(doc).ents[0]._.is_negated
+    doc = nlp.make_doc("nega febbre")
+    doc._.dt4h_lang = "es"  # "nega" is no Spanish trigger
+    doc.ents = [doc.char_span(5, 11, label="X")]
+    assert not nlp(doc).ents[0]._.is_negated
+    doc = nlp.make_doc("fără febră")  # no language set: every language's rules
+    doc.ents = [doc.char_span(5, 10, label="X")]
+    assert nlp(doc).ents[0]._.is_negated
+
+
+def test_after_dt4h_disease_the_predicted_mentions_are_qualified(make_nlp, trained_checkpoint):
+    nlp = make_nlp("es", checkpoint=trained_checkpoint)
+    nlp.add_pipe("dt4h_context")
+    doc = nlp("el paciente presenta diabetes . sin neumonía .")
+    found = {span.text: (span._.is_negated, [c.text for c in span._.dt4h_cues]) for span in doc.spans["dt4h"]}
+    assert found == {"diabetes": (False, []), "neumonía": (True, ["sin"])}
+    assert [e._.is_negated for e in doc.ents] == [False, True]
