@@ -89,6 +89,15 @@ def _encoding(value: str) -> str:
         raise typer.BadParameter(str(err)) from err
 
 
+def _delimiter(value: Optional[str]) -> Optional[str]:
+    if value is None:
+        return None
+    value = {"\\t": "\t", "tab": "\t"}.get(value, value)
+    if len(value) != 1 or value in "\"\r\n":
+        raise typer.BadParameter(f"{value!r} is not a delimiter; give one character, e.g. --delimiter ';'.")
+    return value
+
+
 InputArgument = Annotated[Path, typer.Argument(
     metavar="INPUT", help="A .txt file, or a folder of them (.txt in any case, e.g. A.TXT); or a table: .parquet, "
                           ".csv, .tsv, .jsonl, or a folder of Parquet parts.", show_default=False)]
@@ -118,8 +127,12 @@ QuietOption = Annotated[bool, typer.Option(
     "--quiet", "-q", help="No progress bar and no summary; problems are still reported on stderr.")]
 EncodingOption = Annotated[str, typer.Option(
     "--encoding", callback=_encoding,
-    help="Encoding of the .txt files, e.g. cp1252 or latin-1 for many hospital exports. Offsets index the "
-         "decoded text.")]
+    help="Encoding of the .txt files and of CSV, TSV and JSON-lines tables, e.g. cp1252 or latin-1 for many "
+         "hospital exports. Offsets index the decoded text.")]
+DelimiterOption = Annotated[Optional[str], typer.Option(
+    "--delimiter", callback=_delimiter,
+    help="Field delimiter of a CSV table, e.g. ';' (Spanish and Italian spreadsheets) or '\\t'. Default: the one "
+         "of , ; tab | that its header line holds most often (tab for .tsv).", show_default=False)]
 CheckpointOption = Annotated[Optional[str], typer.Option(
     "--checkpoint", help="DT4H multi-task .pt file (or a Hugging Face repo id, which needs network). "
                          "Default: the published es-it-ro disease model.", show_default=False)]
@@ -164,11 +177,12 @@ def warn_language_conflicts(paths: List[Path], lang: str) -> None:
                    f"annotated as {lang} (use --lang auto to follow the names).", err=True)
 
 
-def open_source(source: Path, lang: str, recursive: bool, encoding: str, columns: Columns) -> Source:
+def open_source(source: Path, lang: str, recursive: bool, encoding: str, columns: Columns,
+                delimiter: Optional[str] = None) -> Source:
     """INPUT as a :class:`~dt4h_spacy.io.sources.Source`, or a BadParameter saying why it
     cannot be one; for text files, warn where ``--lang`` contradicts their names."""
     try:
-        opened = Source.open(source, columns, recursive, encoding)
+        opened = Source.open(source, columns, recursive, encoding, delimiter)
     except (OSError, TableError) as err:
         raise typer.BadParameter(str(err), param_hint="INPUT") from err
     if columns.lang is not None and opened.columns is None:
@@ -312,8 +326,8 @@ class Pipelines:
         code = serving_language(found, self._served, self.fallback)
         if code is None:
             raise RoutingError(f"the model has no head for language {found!r} (it serves "
-                               f"{', '.join(sorted(self._served or ()))}); pass --lang with one of them to annotate "
-                               "it anyway")
+                               f"{', '.join(sorted(self._served or ()))}); pass --fallback-lang with one of them to "
+                               "annotate it anyway")
         if code == self.fallback and found != code:
             typer.echo(f"warning: {document.name} is in {found}, which the model has no head for; annotated as "
                        f"{code} (--fallback-lang)", err=True)

@@ -20,6 +20,7 @@ from .batch import error, report_failures
 from .io.parts import Parts, PartsError, parts_folder
 from .io.sinks import MENTION_WRITERS, AnnotatedDoc, write_html
 from .io.sources import Source
+from .io.tables import TableError
 from .textfiles import Failure
 from .tsv import Mention
 
@@ -100,6 +101,9 @@ def run_job(source: Source, output: Path, kind: str, engine: Engine, job: Dict[s
         except OSError as err:
             error(f"cannot write {output}: {err}")
             raise typer.Exit(1) from err
+    except TableError as err:  # text that does not decode, found after the first rows
+        error(str(err))
+        raise typer.Exit(2) from None
     except KeyboardInterrupt:
         kept = ""
         if parts_folder(output).exists():

@@ -112,6 +112,13 @@ def check_encoding(encoding: str) -> str:
     return encoding
 
 
+def decoding_advice(encoding: str) -> str:
+    """The way out when a file does not decode as ``encoding``."""
+    if codecs.lookup(encoding).name == "utf-8":
+        return "pass --encoding cp1252 if it is a Windows/Latin-1 export, or re-save the file as UTF-8"
+    return "pass the encoding it was saved in with --encoding, or re-save the file as UTF-8"
+
+
 def read_text(path: Union[str, Path], encoding: str = "utf-8") -> str:
     """The file's text exactly as stored (decoded with ``encoding``, newlines untouched),
     minus a leading BOM.
@@ -131,12 +138,8 @@ def read_text(path: Union[str, Path], encoding: str = "utf-8") -> str:
     try:
         text = data.decode(encoding)
     except UnicodeDecodeError as err:
-        utf8 = codecs.lookup(encoding).name == "utf-8"
-        way_out = ("pass --encoding cp1252 if it is a Windows/Latin-1 export, or re-save the file as UTF-8"
-                   if utf8 else "pass the encoding it was saved in with --encoding, or re-save the file as UTF-8")
-        raise UnreadableFile(
-            f"not valid {encoding.upper()} (byte 0x{data[err.start]:02x} at byte offset {err.start}); {way_out}"
-        ) from err
+        raise UnreadableFile(f"not valid {encoding.upper()} (byte 0x{data[err.start]:02x} at byte offset "
+                             f"{err.start}); {decoding_advice(encoding)}") from err
     return text[1:] if text.startswith(BOM) else text
 
 

@@ -73,7 +73,7 @@ def test_predict_detect_gives_the_rows_of_explicit_runs_and_reports_english(
     assert result.exit_code == 1, result.output
     assert result.stderr.strip().splitlines() == [
         (f"error: skipped {mixed_folder / NAMES['en']}: the model has no head for language 'en' (it serves es, it, "
-         "ro); pass --lang with one of them to annotate it anyway")]
+         "ro); pass --fallback-lang with one of them to annotate it anyway")]
     expected = []
     for lang in ("es", "it", "ro"):
         one = tmp_path / lang

@@ -1,10 +1,14 @@
 """``predict --engine ray``: Ray Data with an actor pool of two pipelines gives the local
 engine's rows (a local Ray with 2 CPUs, started and stopped here)."""
 
+import configparser
 import json
+import sys
+from pathlib import Path
 
 import pytest
 import ray
+from packaging.requirements import Requirement
 from typer.testing import CliRunner
 
 from dt4h_spacy.cli import app
@@ -44,9 +48,40 @@ def test_ray_with_two_workers_gives_the_rows_of_the_local_engine(tmp_path, local
     assert errors == [
         f"error: skipped {source} row 3: duplicate id 'MultiClinNER-es-test-disease-00001' (first at {source} row 1); "
         "ids name the documents in the output, so each must be unique",
-        f"error: skipped {source} row 6: the model has no head for language 'en' (it serves es, it, ro); pass --lang "
+        f"error: skipped {source} row 6: the model has no head for language 'en' (it serves es, it, ro); pass --fallback-lang "
         "with one of them to annotate it anyway",
     ]
     written = (tmp_path / "ray.tsv").read_text(encoding="utf-8")
     assert written == (tmp_path / "local.tsv").read_text(encoding="utf-8")
     assert all(text in written for text in ("miocarditis aguda", "neumonía", "scompenso", "infarct acut"))
+
+
+def _extra(name: str) -> list:
+    config = configparser.ConfigParser()
+    config.read(Path(__file__).resolve().parent.parent / "setup.cfg")
+    return [Requirement(line) for line in config["options.extras_require"][name].strip().splitlines()
+            if line.strip() and not line.lstrip().startswith("#")]
+
+
+@pytest.mark.parametrize("extra", ["ray", "dev"])
+def test_the_ray_extra_installs_aiohttp_which_ray_data_needs_and_ray_tested_here(extra):
+    requirements = {r.name: r for r in _extra(extra)}
+    assert "http" in requirements["fsspec"].extras  # fsspec's HTTP file system: aiohttp
+    assert "data" in requirements["ray"].extras
+    assert requirements["ray"].specifier.contains(ray.__version__)
+    assert not requirements["ray"].specifier.contains("2.59.0")  # only what was tested
+
+
+def test_without_aiohttp_the_ray_engine_stops_with_one_line_before_starting_ray(tmp_path, monkeypatch):
+    source = tmp_path / "notes.jsonl"
+    source.write_text(json.dumps({"id": "a", "text": "dolor"}) + "\n", encoding="utf-8")
+    monkeypatch.setitem(sys.modules, "aiohttp", None)  # as on a machine where it is not installed
+    monkeypatch.delitem(sys.modules, "fsspec.implementations.http", raising=False)
+    started = []
+    monkeypatch.setattr(ray, "init", lambda *args, **kwargs: started.append(args))
+    result = CliRunner().invoke(app, ["predict", str(source), str(tmp_path / "out.tsv"), "--lang", "es",
+                                      "--engine", "ray"])
+    assert result.exit_code == 2 and not started
+    assert result.stderr.splitlines() == [
+        "error: --engine ray needs Ray Data and aiohttp (import of aiohttp halted; None in sys.modules); pip install "
+        "'.[ray]' in the dt4h_spacy folder (on every node of a cluster)."]

@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from dt4h_spacy.cli import app
-from dt4h_spacy.io.tables import Columns, read_table
+from dt4h_spacy.io.tables import Columns, TableError, read_table
 from dt4h_spacy.textfiles import Document, Failure
 from dt4h_spacy.tsv import Mention, read_mentions
 
@@ -138,7 +138,7 @@ def test_bad_rows_are_reported_by_number_and_the_rest_is_written(tmp_path, txt_r
         f"error: skipped {source} row 2: missing id (column 'id')",
         f"error: skipped {source} row 3: duplicate id '{good[0][0]}' (first at {source} row 1); ids name the "
         "documents in the output, so each must be unique",
-        f"error: skipped {source} row 4: the model has no head for language 'en' (it serves es, it, ro); pass --lang "
+        f"error: skipped {source} row 4: the model has no head for language 'en' (it serves es, it, ro); pass --fallback-lang "
         "with one of them to annotate it anyway",
         f"error: skipped {source} row 5: expected 3 fields like the header, got 2",
     ]
@@ -170,3 +170,41 @@ def test_a_missing_column_names_the_option_to_use(tmp_path, model_args):
     result = run("predict", source, tmp_path / "out.tsv", *model_args, "--id-column", "note_id", "--text-column",
                  "body", "--lang", "es")
     assert result.exit_code == 0, result.output
+
+
+def test_a_windows_1252_semicolon_csv_reads_with_encoding_and_its_delimiter_found(tmp_path, txt_rows, model_args):
+    names = [name for name in NOTES if "-ro-" not in name]  # Romanian letters are not in Windows-1252
+    source = tmp_path / "export.csv"
+    lines = ["id;text"] + [f'{name};"{NOTES[name].replace(chr(34), 2 * chr(34))}"' for name in names]
+    data = "\r\n".join(lines).encode("cp1252")
+    source.write_bytes(data)
+    result = run("predict", source, tmp_path / "out.tsv", *model_args, "--encoding", "cp1252")
+    assert result.exit_code == 0, result.output
+    assert read_mentions(tmp_path / "out.tsv") == [m for m in txt_rows if m.filename in names]
+
+    result = run("predict", source, tmp_path / "utf8.tsv", *model_args)
+    assert result.exit_code == 2
+    offset = next(n for n, byte in enumerate(data) if byte > 127)
+    line = data[:offset].count(b"\n") + 1
+    assert result.stderr.strip().splitlines() == [
+        f"error: {source} is not valid utf-8 at byte offset {offset} (line {line}, byte 0x{data[offset]:02x}); pass "
+        "--encoding cp1252 if it is a Windows/Latin-1 export, or re-save the file as UTF-8"]
+    assert not (tmp_path / "utf8.tsv").exists()
+
+    result = run("predict", source, tmp_path / "comma.tsv", *model_args, "--encoding", "cp1252", "--delimiter", ",")
+    assert result.exit_code == 2
+    assert "has one column 'id;text'" in result.output and "pass --delimiter ';'" in result.output
+    assert "--id-column" not in result.output
+
+
+def test_a_byte_that_does_not_decode_far_into_a_table_is_named_by_offset_and_line(tmp_path):
+    source = tmp_path / "notes.tsv"
+    head = "id\ttext\n" + "".join(f"{n}\tnota {n} sin acentos\n" for n in range(60000))  # past Arrow's first block
+    data = head.encode("ascii") + "60000\tañadido\n".encode("cp1252")
+    source.write_bytes(data)
+    offset = len(head) + len("60000\ta")
+    with pytest.raises(TableError) as caught:
+        list(read_table(source, Columns(), "utf-8", "\t"))
+    assert str(caught.value) == (f"{source} is not valid utf-8 at byte offset {offset} (line 60002, byte 0xf1); pass "
+                                 "--encoding cp1252 if it is a Windows/Latin-1 export, or re-save the file as UTF-8")
+    assert list(read_table(source, Columns(), "cp1252", "\t"))[-1] == Document("60000", f"{source} row 60001", "añadido")

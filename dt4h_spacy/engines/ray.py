@@ -19,7 +19,7 @@ import typer
 from ..batch import Pipelines, error
 from ..io.sinks import AnnotatedDoc
 from ..io.sources import Source
-from ..io.tables import FirstSeen, parquet_parts, row_document
+from ..io.tables import FirstSeen, csv_parse_options, csv_read_options, parquet_parts, row_document
 from ..run import Engine
 from ..textfiles import Document, Failure, document_name, read_documents
 from ..tsv import Mention
@@ -27,14 +27,34 @@ from ..tsv import Mention
 READ_CPUS = 0.25
 
 
+INSTALL = "pip install '.[ray]' in the dt4h_spacy folder (on every node of a cluster)"
+
+
 def _import_ray() -> Any:
+    """Ray Data, and the fsspec HTTP file system it checks every input path against.
+
+    Ray Data imports ``fsspec.implementations.http`` in several threads at once and catches
+    only ``ModuleNotFoundError``; without aiohttp (which ``ray[data]`` does not install) a
+    thread that finds the module half imported by another gets ``ImportError: cannot import
+    name 'HTTPFileSystem'`` instead, so runs failed at random. Importing it here, once, turns
+    a missing aiohttp into one clear message before Ray starts.
+    """
     try:
+        import fsspec.implementations.http  # noqa: F401
         import ray
-        import ray.data  # noqa: F401  (the data extra)
+        import ray.data  # noqa: F401
     except ImportError as err:
-        error(f"--engine ray needs Ray Data: pip install 'dt4h-spacy[ray]' ({err}).")
+        error(f"--engine ray needs Ray Data and aiohttp ({err}); {INSTALL}.")
         raise typer.Exit(2) from err
     return ray
+
+
+def _one_line(err: BaseException) -> str:
+    """A failure inside Ray as one line: the last line of its cause (a worker's traceback
+    ends with the exception), without the traceback."""
+    cause = getattr(err, "cause", None) or err
+    lines = [line for line in str(cause).strip().splitlines() if line.strip()] or [type(cause).__name__]
+    return lines[-1]
 
 
 class PipelineActor:
@@ -95,8 +115,8 @@ def _dataset(ray: Any, source: Source) -> Any:
     if suffix == ".jsonl":
         return ray.data.read_json(path, lines=True, include_paths=True, **light)
     return ray.data.read_csv(
-        path, include_paths=True, **light,
-        parse_options=pyarrow.csv.ParseOptions(delimiter="\t" if suffix == ".tsv" else ",", newlines_in_values=True),
+        path, include_paths=True, **light, read_options=csv_read_options(source.encoding),
+        parse_options=csv_parse_options(source.delimiter),
         convert_options=pyarrow.csv.ConvertOptions(include_columns=columns,
                                                    column_types={name: pyarrow.string() for name in columns}))
 
@@ -126,9 +146,14 @@ def ray_engine(pipelines: Pipelines, batch_size: int = 32, workers: int = 1, gpu
                 num_cpus=cpus_per_worker,
                 num_gpus=gpus_per_worker)
             yield from _results(dataset.iter_batches(batch_size=None, batch_format="pyarrow"), source)
+        except ImportError as err:
+            error(f"Ray Data could not import what it needs ({err}); {INSTALL}.")
+            raise typer.Exit(2) from None
         except ray.exceptions.RayError as err:
-            error(f"the Ray workers failed: {err}")
-            raise typer.Exit(2) from err
+            cause = getattr(err, "cause", None)
+            advice = f"; {INSTALL}" if isinstance(cause, ImportError) else ""
+            error(f"the Ray workers failed: {_one_line(err)}{advice}")
+            raise typer.Exit(2) from None
         finally:
             if started:
                 ray.shutdown()

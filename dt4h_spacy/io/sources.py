@@ -9,15 +9,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Union
 
-from ..textfiles import Document, Failure, find_txt_files, read_documents
 import pyarrow
 
-from .tables import Columns, check_table, count_rows, is_table, kept_schema, read_table
+from ..textfiles import Document, Failure, find_txt_files, read_documents
+from .tables import Columns, check_table, count_rows, csv_delimiter, is_table, kept_schema, read_table
 
 
 @dataclass
 class Source:
-    """What INPUT holds and how to read it; ``columns`` is None for text files."""
+    """What INPUT holds and how to read it; ``columns`` is None for text files, ``delimiter``
+    is a CSV/TSV table's (as given, or found in its header)."""
 
     path: Path
     columns: Optional[Columns] = None
@@ -25,15 +26,21 @@ class Source:
     encoding: str = "utf-8"
     paths: List[Path] = field(default_factory=list)
     failures: List[Failure] = field(default_factory=list)
+    delimiter: str = ","
 
     @classmethod
-    def open(cls, path: Path, columns: Columns, recursive: bool = False, encoding: str = "utf-8") -> "Source":
-        """The source at ``path``. Raises ``OSError`` when INPUT is unusable, ``FileNotFoundError``
-        when it holds nothing to read, :class:`~dt4h_spacy.io.tables.TableError` for a table
-        that cannot be read (the messages say why)."""
+    def open(cls, path: Path, columns: Columns, recursive: bool = False, encoding: str = "utf-8",
+             delimiter: Optional[str] = None) -> "Source":
+        """The source at ``path``; ``encoding`` decodes text files and CSV/TSV/JSON-lines
+        tables, ``delimiter`` (None: found in the header) splits CSV/TSV ones. Raises
+        ``OSError`` when INPUT is unusable, ``FileNotFoundError`` when it holds nothing to
+        read, :class:`~dt4h_spacy.io.tables.TableError` for a table that cannot be read (the
+        messages say why)."""
         if path.exists() and is_table(path):
-            check_table(path, columns)
-            return cls(path, columns)
+            if path.is_file() and path.suffix.lower() in (".csv", ".tsv"):
+                delimiter = csv_delimiter(path, encoding, delimiter)
+            check_table(path, columns, encoding, delimiter or ",")
+            return cls(path, columns, encoding=encoding, delimiter=delimiter or ",")
         paths, failures = find_txt_files(path, recursive)
         if not paths and not failures:
             hint = "" if recursive else " (use --recursive to include subfolders)"
@@ -51,7 +58,7 @@ class Source:
             yield from self.failures
             yield from read_documents(self.paths, self.encoding)
         else:
-            yield from read_table(self.path, self.columns)
+            yield from read_table(self.path, self.columns, self.encoding, self.delimiter)
 
     def kept_schema(self) -> pyarrow.Schema:
         """Names and Arrow types of the columns kept beside each mention (none for text files)."""
@@ -60,4 +67,4 @@ class Source:
     def describe(self) -> Dict[str, object]:
         """What decides which documents a run reads (recorded to check a ``--resume``)."""
         return {"input": str(self.path.resolve()), "columns": None if self.columns is None else self.columns.names,
-                "recursive": self.recursive, "encoding": self.encoding}
+                "recursive": self.recursive, "encoding": self.encoding, "delimiter": self.delimiter}

@@ -8,6 +8,7 @@ text, an id seen before, a malformed CSV line or JSON line) becomes a
 row after the header), and the rest is still read.
 """
 
+import codecs
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,10 +19,11 @@ import pyarrow.csv
 import pyarrow.json
 import pyarrow.parquet
 
-from ..textfiles import Document, Failure
+from ..textfiles import Document, Failure, decoding_advice
 
 TABLE_SUFFIXES = (".parquet", ".csv", ".tsv", ".jsonl")
 BATCH_ROWS = 1024
+DELIMITERS = (",", ";", "\t", "|")  # what spreadsheets export: Spanish and Italian ones write ";"
 
 
 class TableError(ValueError):
@@ -77,12 +79,62 @@ def row_document(values: Dict[str, Any], columns: Columns, where: str) -> Union[
 
 def _check_columns(found: Sequence[str], columns: Columns, source: Path) -> None:
     missing = [name for name in columns.names if name not in found]
-    if missing:
-        options = {**{name: "--keep-columns" for name in columns.keep}, columns.id: "--id-column",
-                   columns.text: "--text-column", columns.lang: "--lang-column"}
-        raise TableError(f"{source} has no column {', '.join(repr(m) for m in missing)} (it has "
-                         f"{', '.join(found) or 'none'}); name the right one with "
-                         f"{', '.join(options[m] for m in missing)}.")
+    if not missing:
+        return
+    if len(found) == 1 and any(d in found[0] for d in DELIMITERS):
+        guess = next(d for d in DELIMITERS if d in found[0])
+        raise TableError(f"{source} has one column {found[0]!r}: its fields are not separated by the delimiter "
+                         f"used; pass --delimiter {guess!r}.")
+    options = {**{name: "--keep-columns" for name in columns.keep}, columns.id: "--id-column",
+               columns.text: "--text-column", columns.lang: "--lang-column"}
+    raise TableError(f"{source} has no column {', '.join(repr(m) for m in missing)} (it has "
+                     f"{', '.join(found) or 'none'}); name the right one with "
+                     f"{', '.join(options[m] for m in missing)}.")
+
+
+def csv_delimiter(path: Path, encoding: str = "utf-8", given: Optional[str] = None) -> str:
+    """The field delimiter of a CSV/TSV table: ``given``, a tab for ``.tsv``, else the one of
+    :data:`DELIMITERS` its header line holds most often (a comma when it holds none)."""
+    if given is not None:
+        return given
+    if path.suffix.lower() == ".tsv":
+        return "\t"
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(1 << 16)
+    except OSError as err:
+        raise TableError(f"cannot read {path}: {err.strerror or err}") from err
+    header = head.decode(encoding, errors="replace").split("\n", 1)[0]
+    counts = {d: header.count(d) for d in DELIMITERS}
+    best = max(DELIMITERS, key=lambda d: counts[d])
+    return best if counts[best] else ","
+
+
+def decoding_error(path: Path, encoding: str) -> Optional[str]:
+    """Where ``path`` first fails to decode as ``encoding``, as a one-line message naming the
+    byte offset, the line and ``--encoding``; None when it decodes (or cannot be read)."""
+    decoder = codecs.getincrementaldecoder(encoding)()
+    offset, lines = 0, 1
+    try:
+        with open(path, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                pending = decoder.getstate()[0]  # the start of a character cut by the last chunk
+                try:
+                    decoder.decode(chunk)
+                except UnicodeDecodeError as err:
+                    start = offset - len(pending) + err.start
+                    lines += chunk[:max(0, start - offset)].count(b"\n")
+                    byte = (pending + chunk)[err.start]
+                    return (f"{path} is not valid {encoding} at byte offset {start} (line {lines}, byte "
+                            f"0x{byte:02x}); {decoding_advice(encoding)}")
+                offset += len(chunk)
+                lines += chunk.count(b"\n")
+            decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return f"{path} is not valid {encoding}: it ends inside a character; {decoding_advice(encoding)}"
+    except OSError:
+        return None
+    return None
 
 
 Row = Tuple[str, Union[Dict[str, Any], str]]  # (where, the row's values or why it is unusable)
@@ -95,12 +147,27 @@ def _parquet_file(part: Path) -> pyarrow.parquet.ParquetFile:
         raise TableError(f"cannot read {part} as Parquet: {err}") from err
 
 
-def _csv_options(path: Path, on_invalid: Any = None) -> pyarrow.csv.ParseOptions:
-    return pyarrow.csv.ParseOptions(delimiter="\t" if path.suffix.lower() == ".tsv" else ",",
-                                    newlines_in_values=True, invalid_row_handler=on_invalid)
+def csv_read_options(encoding: str = "utf-8") -> pyarrow.csv.ReadOptions:
+    """How Arrow reads a CSV/TSV table: decoded from ``encoding``, one thread, 1 MB blocks."""
+    return pyarrow.csv.ReadOptions(use_threads=False, block_size=1 << 20, encoding=encoding)
 
 
-def check_table(path: Path, columns: Columns) -> None:
+def csv_parse_options(delimiter: str, on_invalid: Any = None) -> pyarrow.csv.ParseOptions:
+    """How Arrow splits a CSV/TSV table: quoted values may span lines."""
+    return pyarrow.csv.ParseOptions(delimiter=delimiter, newlines_in_values=True, invalid_row_handler=on_invalid)
+
+
+def table_error(path: Path, encoding: str, err: Exception) -> TableError:
+    """A CSV/TSV table that Arrow could not read: where it stops decoding when that is the
+    cause (Arrow's own message names neither the byte nor the option), else Arrow's reason."""
+    if isinstance(err, UnicodeError) or "UTF8" in str(err):
+        located = decoding_error(path, encoding)
+        if located is not None:
+            return TableError(located)
+    return TableError(f"cannot read {path} as {path.suffix[1:].upper() or 'CSV'}: {err}")
+
+
+def check_table(path: Path, columns: Columns, encoding: str = "utf-8", delimiter: str = ",") -> None:
     """Raise :class:`TableError` when the table cannot be read at all or lacks a column
     (JSON lines are checked row by row)."""
     suffix = path.suffix.lower()
@@ -112,10 +179,10 @@ def check_table(path: Path, columns: Columns) -> None:
             _check_columns(_parquet_file(part).schema_arrow.names, columns, part)
     elif suffix != ".jsonl":
         try:
-            header = pyarrow.csv.open_csv(path, read_options=pyarrow.csv.ReadOptions(use_threads=False),
-                                          parse_options=_csv_options(path, lambda row: "skip")).schema.names
-        except (OSError, pyarrow.ArrowException) as err:
-            raise TableError(f"cannot read {path} as {suffix[1:].upper()}: {err}") from err
+            header = pyarrow.csv.open_csv(path, read_options=csv_read_options(encoding),
+                                          parse_options=csv_parse_options(delimiter, lambda row: "skip")).schema.names
+        except (OSError, UnicodeError, pyarrow.ArrowException) as err:
+            raise table_error(path, encoding, err) from err
         _check_columns(header, columns, path)
 
 
@@ -129,40 +196,40 @@ def _parquet_rows(path: Path, columns: Columns) -> Iterator[Row]:
                 yield f"{part} row {number}", values
 
 
-def _csv_rows(path: Path, columns: Columns) -> Iterator[Row]:
+def _csv_rows(path: Path, columns: Columns, encoding: str, delimiter: str) -> Iterator[Row]:
     """CSV/TSV rows; quoted values may span lines. A line with the wrong number of fields
-    is a failure (pyarrow skips it and tells us its number)."""
+    is a failure (pyarrow skips it and tells us its number); text that does not decode
+    stops the table with a :class:`TableError` saying where."""
     skipped: Dict[int, str] = {}
 
     def on_invalid(row: Any) -> str:
         skipped[row.number - 1] = f"expected {row.expected_columns} fields like the header, got {row.actual_columns}"
         return "skip"
 
+    number = 0
     try:
         reader = pyarrow.csv.open_csv(
-            path, read_options=pyarrow.csv.ReadOptions(use_threads=False, block_size=1 << 20),
-            parse_options=_csv_options(path, on_invalid),
+            path, read_options=csv_read_options(encoding), parse_options=csv_parse_options(delimiter, on_invalid),
             convert_options=pyarrow.csv.ConvertOptions(include_columns=columns.names,
                                                        column_types={n: pyarrow.string() for n in columns.names}))
-    except (OSError, pyarrow.ArrowException) as err:
-        raise TableError(f"cannot read {path} as {path.suffix[1:].upper()}: {err}") from err
-    number = 0
-    for batch in reader:
-        for values in batch.to_pylist():
-            number += 1
-            while number in skipped:
-                yield f"{path} row {number}", skipped.pop(number)
+        for batch in reader:
+            for values in batch.to_pylist():
                 number += 1
-            yield f"{path} row {number}", values
+                while number in skipped:
+                    yield f"{path} row {number}", skipped.pop(number)
+                    number += 1
+                yield f"{path} row {number}", values
+    except (OSError, UnicodeError, pyarrow.ArrowException) as err:
+        raise table_error(path, encoding, err) from err
     for row in sorted(skipped):
         yield f"{path} row {row}", skipped[row]
 
 
-def _jsonl_rows(path: Path, columns: Columns) -> Iterator[Row]:
+def _jsonl_rows(path: Path, encoding: str) -> Iterator[Row]:
     """JSON lines, parsed line by line: Arrow's JSON reader stops at the first bad line,
     and one bad line must cost only itself."""
     try:
-        handle = open(path, encoding="utf-8")
+        handle = open(path, encoding=encoding)
     except OSError as err:
         raise TableError(f"cannot read {path}: {err.strerror or err}") from err
     with handle:
@@ -177,19 +244,21 @@ def _jsonl_rows(path: Path, columns: Columns) -> Iterator[Row]:
                     continue
                 yield f"{path} row {number}", values if isinstance(values, dict) else "not a JSON object"
         except UnicodeDecodeError as err:
-            raise TableError(f"{path}: not valid UTF-8 ({err.reason} at byte {err.start}); re-save it as UTF-8") from err
+            raise table_error(path, encoding, err) from err
 
 
-def read_table(path: Path, columns: Columns) -> Iterator[Union[Document, Failure]]:
+def read_table(path: Path, columns: Columns, encoding: str = "utf-8",
+               delimiter: str = ",") -> Iterator[Union[Document, Failure]]:
     """Each row of the table at ``path`` (see :func:`check_table`) as a document or a
-    failure, in table order."""
+    failure, in table order; CSV, TSV and JSON lines are decoded from ``encoding``, CSV and
+    TSV split at ``delimiter`` (see :func:`csv_delimiter`)."""
     suffix = path.suffix.lower()
     if path.is_dir() or suffix == ".parquet":
         rows = _parquet_rows(path, columns)
     elif suffix == ".jsonl":
-        rows = _jsonl_rows(path, columns)
+        rows = _jsonl_rows(path, encoding)
     else:
-        rows = _csv_rows(path, columns)
+        rows = _csv_rows(path, columns, encoding, delimiter)
     first_seen = FirstSeen()
     for where, values in rows:
         yield Failure(where, values) if isinstance(values, str) else first_seen(row_document(values, columns, where))
