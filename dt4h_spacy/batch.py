@@ -43,9 +43,12 @@ from .io.sinks import FIELDS, AnnotatedDoc
 from .io.sources import Source
 from .io.tables import Columns, TableError
 from .langdetect import check_languages, serving_language
+from .pipes.context import FACTORY as CONTEXT_FACTORY
+from .pipes.context import ContextQualifier
+from .pipes.context.component import span_qualifiers
 from .routing import RoutingError, language_code, route_language
 from .textfiles import Document, Failure, check_encoding
-from .tsv import Mention
+from .tsv import QUALIFIERS, Mention
 
 
 def normalize_lang(value: str) -> str:
@@ -75,10 +78,10 @@ def _fallback_lang(value: Optional[str]) -> Optional[str]:
 
 def _kept_columns(value: Optional[str]) -> Tuple[str, ...]:
     names = tuple(dict.fromkeys(name.strip() for name in (value or "").split(",") if name.strip()))
-    taken = [name for name in names if name in FIELDS]
+    taken = [name for name in names if name in FIELDS + QUALIFIERS]
     if taken:
         raise typer.BadParameter(f"{', '.join(map(repr, taken))} would overwrite the mention field(s) of that name "
-                                 f"({', '.join(FIELDS)}); the document's id is already written as 'id'.")
+                                 f"({', '.join(FIELDS + QUALIFIERS)}); the document's id is already written as 'id'.")
     return names
 
 
@@ -144,6 +147,21 @@ ModelOption = Annotated[Optional[str], typer.Option(
                     "--checkpoint/--base-model.", show_default=False)]
 BatchSizeOption = Annotated[int, typer.Option("--batch-size", min=1, help="Documents per batch.")]
 DeviceOption = Annotated[str, typer.Option("--device", help="Where the network runs: cpu, cuda, cuda:N or auto.")]
+ContextOption = Annotated[bool, typer.Option(
+    "--context", help="Qualify each mention with the dt4h_context pipe (ConText rules for es, it, ro): negated, "
+                      "uncertain, hypothetical, historical, family columns in .jsonl/.parquet (TSV: with "
+                      "--context-columns), labels such as DISEASE (neg) in HTML.")]
+ContextRulesOption = Annotated[Optional[List[Path]], typer.Option(
+    "--context-rules", exists=True, dir_okay=False, metavar="FILE",
+    help="A ConText rule file (JSON, see README) that extends the packaged rules; repeat for several. Implies "
+         "--context.", show_default=False)]
+
+
+def context_config(context: bool, rule_files: Optional[Sequence[Path]]) -> Optional[Dict[str, Any]]:
+    """dt4h_context's config for ``--context``/``--context-rules``; None when neither is given."""
+    if not context and not rule_files:
+        return None
+    return {"rule_files": [str(path) for path in rule_files or ()]}
 
 
 def error(message: str) -> None:
@@ -238,13 +256,13 @@ def served_languages(nlp: Language) -> Optional[Set[str]]:
 
 
 def _lift_length_limit(nlp: Language) -> None:
-    """Accept files of any length when the pipeline is only dt4h_disease.
+    """Accept files of any length when the pipeline is only dt4h_disease (and dt4h_context).
 
     spaCy refuses texts over ``nlp.max_length`` (1M characters) to protect the memory of its
     parser and NER; dt4h_disease reads any length in windows, so for it the limit would only
     turn a long clinical record into a failure.
     """
-    if all(isinstance(component, DiseaseRecognizer) for _, component in nlp.pipeline):
+    if all(isinstance(component, (DiseaseRecognizer, ContextQualifier)) for _, component in nlp.pipeline):
         nlp.max_length = sys.maxsize
 
 
@@ -260,13 +278,14 @@ class Pipelines:
 
     def __init__(self, lang: str, model: Optional[str] = None, checkpoint: Optional[str] = None,
                  base_model: Optional[str] = None, settings: Optional[Dict[str, Any]] = None,
-                 fallback: Optional[str] = None) -> None:
+                 fallback: Optional[str] = None, context: Optional[Dict[str, Any]] = None) -> None:
         if model is not None and (checkpoint or base_model):
             raise typer.BadParameter("use either --model or --checkpoint/--base-model, not both.",
                                      param_hint="--model")
         self.lang, self.model, self.checkpoint, self.base_model = lang, model, checkpoint, base_model
         self.settings = dict(settings or {})
         self.fallback = fallback
+        self.context = context  # dt4h_context's config (``predict --context``); None: only what the model has
         self._nlp: Optional[Language] = None
         self._served: Optional[Set[str]] = None
         self._own_tokenizer = model is not None  # a saved pipeline tokenizes with its own tokenizer
@@ -296,6 +315,8 @@ class Pipelines:
                 config = {key: value for key, value in (("checkpoint", self.checkpoint),
                                                         ("base_model", self.base_model)) if value}
                 nlp.add_pipe(FACTORY, config={**config, **settings})
+            if self.context is not None and CONTEXT_FACTORY not in nlp.pipe_names:
+                nlp.add_pipe(CONTEXT_FACTORY, config=self.context)
             served = served_languages(nlp)
         except (ImportError, OSError, ValueError) as err:  # CheckpointError is a ValueError; E048 an ImportError
             error(str(err))
@@ -367,28 +388,33 @@ class Pipelines:
         first = next(stream, None)  # loads the model, before nlp.pipe may fork its workers
         if first is not None:
             keys = spans_keys_of(self.load())
+            context = any(isinstance(c, ContextQualifier) for _, c in self.load().pipeline)
             for doc, (name, path, metadata) in self.load().pipe(chain([first], stream), as_tuples=True,
                                                                 batch_size=batch_size, n_process=n_process):
                 while failures:
                     yield failures.popleft()
-                mentions = [replace(m, metadata=metadata) if metadata else m for m in doc_mentions(name, doc, keys)]
+                mentions = [replace(m, metadata=metadata) if metadata else m for m in doc_mentions(name, doc, keys, context)]
                 yield AnnotatedDoc(name, doc.text, doc._.dt4h_lang, mentions, path, metadata)
         yield from failures
 
 
-def doc_mentions(name: str, doc: Doc, spans_keys: Sequence[str] = (DEFAULT_SPANS_KEY,)) -> Iterator[Mention]:
+def doc_mentions(name: str, doc: Doc, spans_keys: Sequence[str] = (DEFAULT_SPANS_KEY,),
+                 context: bool = False) -> Iterator[Mention]:
     """The TSV rows of an annotated doc: every span of every label in ``doc.spans[key]`` for
     each of ``spans_keys`` present (the DT4H components' ``spans_key``; see
     :func:`spans_keys_of`), else its ``doc.ents``; for a doc read with ``compat="authors"``, the
     exact character offsets of the authors' script (``doc._.dt4h_chars``), which spans can
-    only hold widened to tokens."""
+    only hold widened to tokens. ``context`` (a dt4h_context pipe ran): with the qualifiers
+    of each span (of the widened span for the authors' offsets)."""
     if doc._.dt4h_chars is not None:
         for start, end, label, score in doc._.dt4h_chars:
-            yield Mention(name, label, start, end, doc.text[start:end], score)
+            flags = span_qualifiers(doc.char_span(start, end, alignment_mode="expand")) if context else {}
+            yield Mention(name, label, start, end, doc.text[start:end], score, **flags)
         return
     groups = [doc.spans[key] for key in spans_keys if key in doc.spans]
     for span in (span for group in groups for span in group) if groups else doc.ents:
-        yield Mention(name, span.label_, span.start_char, span.end_char, span.text, span._.dt4h_score)
+        yield Mention(name, span.label_, span.start_char, span.end_char, span.text, span._.dt4h_score,
+                      **(span_qualifiers(span) if context else {}))
 
 
 def spans_keys_of(nlp: Language) -> List[str]:

@@ -20,6 +20,8 @@ from .batch import (
     BaseModelOption,
     BatchSizeOption,
     CheckpointOption,
+    ContextOption,
+    ContextRulesOption,
     DelimiterOption,
     DeviceOption,
     EncodingOption,
@@ -35,6 +37,7 @@ from .batch import (
     RecursiveOption,
     TextColumnOption,
     error,
+    context_config,
     open_source,
     prepare_output,
     report_failures,
@@ -121,6 +124,11 @@ def predict_command(
         help="Drop mentions whose score (mean probability of their words' labels) is below this.")] = 0.0,
     with_scores: Annotated[bool, typer.Option(
         "--with-scores", help="Add a score column after text (TSV; .jsonl and .parquet always have it).")] = False,
+    context: ContextOption = False,
+    context_rules: ContextRulesOption = None,
+    context_columns: Annotated[bool, typer.Option(
+        "--context-columns", help="TSV: add the negated, uncertain, hypothetical, historical, family columns (after "
+                                  "text and score). Implies --context.")] = False,
     batch_size: BatchSizeOption = 32,
     device: DeviceOption = "cpu",
     quantize: Annotated[bool, typer.Option(
@@ -174,9 +182,10 @@ def predict_command(
                                  param_hint="--keep-columns")
     settings = {"device": device, "threshold": min_score, "quantize": quantize,
                 "precision": precision.value, "num_threads": threads, "compat": compat.value}
-    pipelines = Pipelines(lang, model, checkpoint, base_model, settings, fallback_lang)
+    qualifiers = context_config(context or context_columns, context_rules)
+    pipelines = Pipelines(lang, model, checkpoint, base_model, settings, fallback_lang, qualifiers)
     job = {**opened.describe(), "lang": lang, "fallback_lang": fallback_lang, "model": model, "checkpoint": checkpoint, "base_model": base_model,
-           "min_score": min_score, "compat": compat.value}
+           "min_score": min_score, "compat": compat.value, "context": qualifiers}
     if engine is EngineName.ray:
         from .engines.ray import ray_engine
 
@@ -186,8 +195,9 @@ def predict_command(
         annotate = ray_engine(pipelines, batch_size, workers, gpus_per_worker, cpus_per_worker, ray_address)
     else:
         annotate = local_engine(pipelines, batch_size, n_process)
-    outcome = run_job(opened, output, kind, annotate, job, with_scores=with_scores, resume=resume,
-                      commit_every=commit_every, quiet=quiet, title=lambda: f"{source.name} predictions")
+    with_context = qualifiers is not None and (kind != ".tsv" or context_columns)
+    outcome = run_job(opened, output, kind, annotate, job, with_scores=with_scores, with_context=with_context,
+                      resume=resume, commit_every=commit_every, quiet=quiet, title=lambda: f"{source.name} predictions")
     if not quiet:
         unit = "files" if opened.columns is None else "documents"
         typer.echo(f"{outcome.read} {unit} read, {len(outcome.failures)} failed, {outcome.mentions} mentions written "

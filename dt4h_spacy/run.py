@@ -40,13 +40,13 @@ class Outcome:
 
 
 def run_job(source: Source, output: Path, kind: str, engine: Engine, job: Dict[str, Any], *, with_scores: bool = False,
-            resume: bool = False, commit_every: int = 256, quiet: bool = False, title: Callable[[], str] = str,
+            with_context: bool = False, resume: bool = False, commit_every: int = 256, quiet: bool = False, title: Callable[[], str] = str,
             spans: bool = False) -> Outcome:
     """Annotate ``source`` with ``engine`` and write OUTPUT as ``kind`` (see
     :func:`~dt4h_spacy.io.sinks.output_kind`).
 
     ``job`` holds the settings that decide the rows, so a ``--resume`` with other settings is
-    refused; ``title`` gives an HTML page's title, ``spans`` draws all its spans stacked. Ctrl-C exits 130 with OUTPUT unchanged; committed parts are kept for ``--resume``.
+    refused; ``with_context`` writes the qualifier columns; ``title`` gives an HTML page's title, ``spans`` draws all its spans stacked. Ctrl-C exits 130 with OUTPUT unchanged; committed parts are kept for ``--resume``.
     """
     html = kind == ".html"
     if html and resume:
@@ -97,7 +97,7 @@ def run_job(source: Source, output: Path, kind: str, engine: Engine, job: Dict[s
                 outcome.mentions = sum(len(d.mentions) for d in outcome.documents)
             else:
                 outcome.mentions = MENTION_WRITERS[kind](output, parts.merged(pending), with_scores,
-                                                         source.kept_schema())
+                                                         source.kept_schema(), with_context)
         except OSError as err:
             error(f"cannot write {output}: {err}")
             raise typer.Exit(1) from err

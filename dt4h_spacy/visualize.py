@@ -12,6 +12,8 @@ import typer
 from .batch import (
     BaseModelOption,
     CheckpointOption,
+    ContextOption,
+    ContextRulesOption,
     EncodingOption,
     FallbackLangOption,
     InputArgument,
@@ -19,6 +21,7 @@ from .batch import (
     ModelOption,
     Pipelines,
     RecursiveOption,
+    context_config,
     open_source,
     prepare_output,
 )
@@ -41,6 +44,8 @@ def visualize_command(
     spans: Annotated[bool, typer.Option(
         "--spans", help="Draw every predicted span, overlapping labels stacked (displaCy style=\"span\"), instead "
                         "of the non-overlapping ones doc.ents holds.")] = False,
+    context: ContextOption = False,
+    context_rules: ContextRulesOption = None,
     recursive: RecursiveOption = False,
 ) -> None:
     """Write a standalone HTML page showing the entities the model finds in INPUT (a .txt file or a folder).
@@ -53,7 +58,8 @@ def visualize_command(
     """
     opened = open_source(source, lang, recursive, encoding, Columns())
     prepare_output(output)
-    pipelines = Pipelines(lang, model, checkpoint, base_model, fallback=fallback_lang)
+    pipelines = Pipelines(lang, model, checkpoint, base_model, fallback=fallback_lang,
+                          context=context_config(context, context_rules))
     outcome = run_job(opened, output, ".html", local_engine(pipelines), {},
                       title=(lambda: title) if title else _default_title(pipelines), spans=spans)
     typer.echo(f"{len(outcome.documents)} documents, {outcome.mentions} entities -> {output}")

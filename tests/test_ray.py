@@ -85,3 +85,20 @@ def test_without_aiohttp_the_ray_engine_stops_with_one_line_before_starting_ray(
     assert result.stderr.splitlines() == [
         "error: --engine ray needs Ray Data and aiohttp (import of aiohttp halted; None in sys.modules); pip install "
         "'.[ray]' in the dt4h_spacy folder (on every node of a cluster)."]
+
+
+def test_ray_carries_the_context_qualifiers(tmp_path, local_ray, trained_checkpoint, tiny_base_model):
+    source = tmp_path / "notes.jsonl"
+    notes = {"MultiClinNER-es-test-disease-00001": "El paciente presenta diabetes . Sin neumonía .",
+             "MultiClinNER-ro-test-disease-00001": "Pacientul prezintă diabet . Fără pneumonie ."}
+    source.write_text("".join(json.dumps({"id": k, "text": v}, ensure_ascii=False) + "\n" for k, v in notes.items()),
+                      encoding="utf-8")
+    args = ["predict", str(source), "--checkpoint", str(trained_checkpoint), "--base-model", str(tiny_base_model),
+            "--context"]
+    assert CliRunner().invoke(app, [*args[:2], str(tmp_path / "local.jsonl"), *args[2:]]).exit_code == 0
+    result = CliRunner().invoke(app, [*args[:2], str(tmp_path / "ray.jsonl"), *args[2:], "--engine", "ray"])
+    assert result.exit_code == 0, result.output
+    written = (tmp_path / "ray.jsonl").read_text(encoding="utf-8")
+    assert written == (tmp_path / "local.jsonl").read_text(encoding="utf-8")
+    assert {json.loads(line)["text"]: json.loads(line)["negated"] for line in written.splitlines()} == {
+        "diabetes": False, "neumonía": True, "diabet": False, "pneumonie": True}

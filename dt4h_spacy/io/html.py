@@ -48,13 +48,14 @@ def render_page(documents: Sequence["AnnotatedDoc"], title: str, spans: bool = F
     every mention, overlapping ones stacked (displaCy ``style="span"``), as multilabel
     checkpoints tag them."""
     shown = {id(d): d.mentions if spans else non_overlapping(d.mentions, _bounds) for d in documents}
-    labels = sorted({m.label for mentions in shown.values() for m in mentions})
-    options = {"ents": labels, "colors": DISPLACY_COLORS}
+    labels = sorted({display_label(m) for mentions in shown.values() for m in mentions})
+    colors = {label: QUALIFIED_COLOR for label in labels if label not in DISPLACY_COLORS}
+    options = {"ents": labels, "colors": {**DISPLACY_COLORS, **colors}}
     sections = []
     for document in documents:
         mentions = shown[id(document)]
         style, entry = ("span", _span_entry(document.text, mentions)) if spans else ("ent", {
-            "text": document.text, "ents": [{"start": m.start, "end": m.end, "label": m.label} for m in mentions]})
+            "text": document.text, "ents": [{"start": m.start, "end": m.end, "label": display_label(m)} for m in mentions]})
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=r".*\[W(006|117)\]")  # a document without entities is fine
             content = displacy.render(entry, style=style, manual=True, options=options, jupyter=False)
@@ -65,6 +66,16 @@ def render_page(documents: Sequence["AnnotatedDoc"], title: str, spans: bool = F
     summary = f"{len(documents)} document{'s' if len(documents) != 1 else ''}, {n_ents} entities."
     lang = html.escape(documents[0].lang if documents else "en", quote=True)
     return PAGE.format(lang=lang, title=html.escape(title), summary=summary, sections="\n".join(sections))
+
+
+QUALIFIER_TAGS = {"negated": "neg", "uncertain": "unc", "hypothetical": "hyp", "historical": "hist", "family": "fam"}
+QUALIFIED_COLOR = "#d9d9d9"  # a qualified mention is no plain finding: grey, whatever its type
+
+
+def display_label(mention: Mention) -> str:
+    """The label displaCy shows: ``DISEASE``, or ``DISEASE (neg)`` for a negated one (and so on)."""
+    tags = [tag for name, tag in QUALIFIER_TAGS.items() if getattr(mention, name)]
+    return f"{mention.label} ({', '.join(tags)})" if tags else mention.label
 
 
 def _bounds(mention: Mention) -> Tuple[int, int, Optional[float]]:
@@ -85,5 +96,5 @@ def _span_entry(text: str, mentions: Sequence[Mention]) -> Dict[str, Any]:
         "text": text,
         "tokens": [text[start:end] for start, end in pieces],
         "spans": [{"start_token": bisect.bisect_left(starts, m.start), "end_token": bisect.bisect_left(starts, m.end),
-                   "label": m.label} for m in mentions],
+                   "label": display_label(m)} for m in mentions],
     }

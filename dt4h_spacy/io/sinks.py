@@ -1,8 +1,8 @@
 """Where annotations go, chosen by OUTPUT's extension.
 
 ``.tsv`` is the MultiClinAI TSV (filename = the document's name or id); ``.jsonl`` and
-``.parquet`` hold one row per mention with ``id, label, start, end, text, score`` and then
-the document's kept columns (``--keep-columns``), Parquet in their Arrow types; ``.html``
+``.parquet`` hold one row per mention with ``id, label, start, end, text, score``, then
+(``--context``) ``negated, uncertain, hypothetical, historical, family``, then the document's kept columns (``--keep-columns``), Parquet in their Arrow types; ``.html``
 is a displaCy page of the documents. The mention writers take rows already in output order
 and write them one at a time to a temporary file that replaces OUTPUT once complete, so
 memory stays flat and an interrupted run never leaves a truncated OUTPUT.
@@ -17,12 +17,13 @@ import pyarrow
 import pyarrow.parquet
 
 from ..textfiles import atomic_write
-from ..tsv import Mention, write_sorted_mentions
+from ..tsv import QUALIFIERS, Mention, write_sorted_mentions
 from .html import render_page
 
 FIELDS = ("id", "label", "start", "end", "text", "score")
 SCHEMA = pyarrow.schema([("id", pyarrow.string()), ("label", pyarrow.string()), ("start", pyarrow.int64()),
                          ("end", pyarrow.int64()), ("text", pyarrow.string()), ("score", pyarrow.float64())])
+CONTEXT_SCHEMA = pyarrow.schema([(name, pyarrow.bool_()) for name in QUALIFIERS])
 PARQUET_ROWS = 65536
 
 
@@ -39,37 +40,41 @@ class AnnotatedDoc:
     metadata: Mapping[str, Any] = field(default_factory=dict)
 
 
-def _record(m: Mention, kept: Sequence[str] = ()) -> Dict[str, object]:
+def _record(m: Mention, kept: Sequence[str] = (), with_context: bool = False) -> Dict[str, object]:
     record = dict(zip(FIELDS, (m.filename, m.label, m.start, m.end, m.text, m.score)))
+    if with_context:
+        record.update(m.qualifiers)
     metadata = m.metadata or {}
     record.update((name, metadata.get(name)) for name in kept)
     return record
 
 
 def write_jsonl(path: Path, mentions: Iterable[Mention], with_scores: bool = True,
-                kept: Optional[pyarrow.Schema] = None) -> int:
+                kept: Optional[pyarrow.Schema] = None, with_context: bool = False) -> int:
     """One JSON object per mention and line (UTF-8, non-ASCII kept as is), with the
     ``kept`` columns of its document last (dates and other non-JSON values as text)."""
     names = kept.names if kept is not None else []
     count = 0
     with atomic_write(path) as handle:
         for mention in mentions:
-            handle.write(json.dumps(_record(mention, names), ensure_ascii=False, default=str) + "\n")
+            handle.write(json.dumps(_record(mention, names, with_context), ensure_ascii=False, default=str) + "\n")
             count += 1
     return count
 
 
 def write_parquet(path: Path, mentions: Iterable[Mention], with_scores: bool = True,
-                  kept: Optional[pyarrow.Schema] = None) -> int:
+                  kept: Optional[pyarrow.Schema] = None, with_context: bool = False) -> int:
     """One Parquet row per mention, written in row groups of :data:`PARQUET_ROWS`, with the
-    ``kept`` columns of its document last, in their Arrow types."""
-    schema = SCHEMA if kept is None else pyarrow.unify_schemas([SCHEMA, kept])
+    qualifiers (``with_context``) and the ``kept`` columns of its document last, in their Arrow types."""
+    parts = [SCHEMA] + ([CONTEXT_SCHEMA] if with_context else []) + ([kept] if kept is not None else [])
+    schema = pyarrow.unify_schemas(parts)
+    first_kept = len(FIELDS) + (len(QUALIFIERS) if with_context else 0)
     count = 0
     with atomic_write(path, binary=True) as handle:
         with pyarrow.parquet.ParquetWriter(handle, schema) as writer:
             chunk: List[Dict[str, object]] = []
             for mention in mentions:
-                chunk.append(_record(mention, schema.names[len(FIELDS):]))
+                chunk.append(_record(mention, schema.names[first_kept:], with_context))
                 if len(chunk) == PARQUET_ROWS:
                     writer.write_table(_arrow_rows(chunk, schema))
                     count += len(chunk)
@@ -94,12 +99,13 @@ def _arrow_rows(records: List[Dict[str, object]], schema: pyarrow.Schema) -> pya
 
 
 def write_tsv(path: Path, mentions: Iterable[Mention], with_scores: bool = False,
-              kept: Optional[pyarrow.Schema] = None) -> int:
-    """The MultiClinAI TSV: its own columns only (``predict`` refuses kept columns for it)."""
-    return write_sorted_mentions(path, mentions, with_scores)
+              kept: Optional[pyarrow.Schema] = None, with_context: bool = False) -> int:
+    """The MultiClinAI TSV: its own five columns, the score and qualifier columns only on request
+    (``predict`` refuses kept columns for it)."""
+    return write_sorted_mentions(path, mentions, with_scores, with_context)
 
 
-MentionWriter = Callable[[Path, Iterable[Mention], bool, Optional[pyarrow.Schema]], int]
+MentionWriter = Callable[[Path, Iterable[Mention], bool, Optional[pyarrow.Schema], bool], int]
 MENTION_WRITERS: Dict[str, MentionWriter] = {".tsv": write_tsv, ".jsonl": write_jsonl, ".parquet": write_parquet}
 HTML_SUFFIXES = (".html", ".htm")
 

@@ -32,6 +32,7 @@ from spacy.util import minibatch
 from ... import extensions  # noqa: F401 - registers doc._.dt4h_lang
 from ...sentences import sentence_starts
 from ...spans import word_tokens
+from ...tsv import QUALIFIERS
 from .rules import ATTRIBUTES, PACKAGED_LANGUAGES, ContextRule, load_rules, parse_rule
 
 CUES = "dt4h_cues"
@@ -231,6 +232,11 @@ class ContextQualifier(Pipe):
     def _load_rules_json(self, saved: Dict[str, List[Dict[str, Any]]], source: str) -> None:
         self.set_rules({lang: [parse_rule(data, f"{source} ({lang} rule {number + 1})")
                                for number, data in enumerate(found)] for lang, found in saved.items()})
+
+
+def span_qualifiers(span: Span) -> Dict[str, bool]:
+    """The span's attributes under the :data:`~dt4h_spacy.tsv.QUALIFIERS` names (``negated`` ...)."""
+    return {name: bool(span._.get(attr)) for name, attr in zip(QUALIFIERS, ATTRIBUTES.values())}
 
 
 def _unique(rules: Iterable[ContextRule]) -> List[ContextRule]:
