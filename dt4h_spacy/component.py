@@ -22,19 +22,24 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequ
 
 import numpy
 import srsly
+import torch
 from spacy.language import Language
 from spacy.pipeline import TrainablePipe
 from spacy.tokens import Doc, Span
+from spacy.training import Example
 from spacy.util import minibatch
+from thinc.api import Model, Optimizer
 from transformers import AutoConfig, AutoTokenizer
 
 from . import extensions  # noqa: F401 - registers doc._.dt4h_lang, doc._.dt4h_chars, span._.dt4h_score
 from .authors import CharEntity, authors_entities
 from .checkpoint import load_checkpoint_file, save_checkpoint
-from .errors import CheckpointError, UnsupportedLanguageError
+from .errors import CheckpointError, TrainingDataError, UnsupportedLanguageError
+from .gold import TrainingBatch, annotated, describe, example_language, example_units, training_batch
 from .inference import WordTagger, torch_device
 from .labels import HeadRoutes, LabelScheme
 from .model import MultiTaskTokenClassifier, load_network, model_from_state_dict
+from .network import thinc_network, unloaded_network
 from .sentences import sentence_starts
 from .settings import (  # noqa: F401 - the option constants are part of this module's interface
     COMPAT_MODES,
@@ -105,6 +110,8 @@ class DiseaseRecognizer(TrainablePipe):
         # doc._.dt4h_chars either way).
         self.alignment: Counter = Counter()
         self._tagger: Optional[WordTagger] = None
+        self._network: Optional[Model] = None
+        self._unloaded = unloaded_network()
         self._routes = HeadRoutes({})
         self._lock = threading.Lock()
 
@@ -119,9 +126,40 @@ class DiseaseRecognizer(TrainablePipe):
         assert self._tagger is not None
         return self._tagger
 
-    def initialize(self, get_examples: Optional[Callable[[], Iterable]] = None, *, nlp: Optional[Language] = None) -> None:
-        """Load the checkpoint now rather than on the first document."""
+    def initialize(self, get_examples: Optional[Callable[[], Iterable[Example]]] = None, *,
+                   nlp: Optional[Language] = None) -> None:
+        """Load the checkpoint now rather than on the first document; with ``get_examples``
+        (``spacy train``), check the whole training corpus before any step: a doc whose
+        language has no head, a gold span off the tokens, a label no head predicts, or no
+        doc at all is a :class:`TrainingDataError` naming the doc and the way out."""
         self.tagger  # noqa: B018 - loading is the side effect wanted here
+        if get_examples is None:
+            return
+        n_docs = 0
+        for index, example in enumerate(get_examples()):
+            n_docs += 1
+            if annotated(example):  # spaCy's placeholder when called without data has none
+                example_units(example, index, self._training_heads(example, index), self.tagger.schemes)
+        if not n_docs:
+            raise TrainingDataError(
+                f"The training corpus of {self.name} holds no document. Check [paths] train "
+                "(a .spacy file or folder from `dt4h-spacy convert`)."
+            )
+
+    @property
+    def model(self) -> Model:
+        """The network as a thinc model (see :mod:`.network`). Before the network is loaded
+        (``initialize``, ``from_disk`` or the first doc) a stand-in: spaCy looks at a pipe's
+        model in places (``nlp.pipe(n_process=2)`` asks whether it is on a GPU) that must
+        not load a network into the parent process."""
+        tagger = self._tagger
+        if tagger is None:
+            return self._unloaded
+        if self._network is None:
+            with self._lock:
+                if self._network is None:
+                    self._network = thinc_network(tagger.model, tagger.device)
+        return self._network
 
     def _load_from_config(self):
         s = self.settings
@@ -152,6 +190,7 @@ class DiseaseRecognizer(TrainablePipe):
             num_threads=s.num_threads,
         )
         self._routes = routes
+        self._network = None  # rebuilt around the new network on first use
         self._tagger = tagger
 
     # -- prediction --------------------------------------------------------------------
@@ -260,6 +299,74 @@ class DiseaseRecognizer(TrainablePipe):
             )
             self.alignment["overlapping"] += len(spans) - len(fitted)
 
+    # -- training ----------------------------------------------------------------------
+    def update(
+        self,
+        examples: Iterable[Example],
+        *,
+        drop: float = 0.0,
+        sgd: Optional[Optimizer] = None,
+        losses: Optional[Dict[str, float]] = None,
+    ) -> Dict[str, float]:
+        """One step of spaCy's loop: the authors' loss on ``examples``, each doc's words
+        trained on the heads of its language; ``drop`` is the dropout before the heads."""
+        losses = {} if losses is None else losses
+        losses.setdefault(self.name, 0.0)
+        examples = list(examples)
+        tagger = self.tagger
+        if tagger.quantize:
+            raise ValueError(f"{self.name} cannot train an int8-quantized network; set quantize = false.")
+        network = self.model
+        units = [
+            unit
+            for index, example in enumerate(examples)
+            if annotated(example)
+            for unit in example_units(example, index, self._training_heads(example, index), tagger.schemes)
+        ]
+        batch = training_batch(units, tagger.tokenizer, tagger.schemes, self.settings.max_length, self.settings.stride)
+        if batch is None:
+            return losses
+        tagger.model.dropout.p = drop
+        logits, backprop = network.begin_update(batch.windows)
+        loss, d_logits = self.get_loss(examples, (logits, batch))
+        backprop(d_logits)
+        if sgd is not None:
+            self.finish_update(sgd)
+        losses[self.name] += loss
+        return losses
+
+    def get_loss(self, examples: Iterable[Example], scores: Tuple[Dict[str, Any], TrainingBatch]) -> Tuple[float, Dict[str, Any]]:
+        """The authors' loss: cross-entropy of each word's first subword, averaged over the
+        words of the batch (every head's together); returns it and its gradient per head."""
+        logits, batch = scores
+        loss, grads = 0.0, {}
+        for task, task_logits in logits.items():
+            leaf = task_logits.detach().requires_grad_()
+            target = torch.from_numpy(batch.targets[task]).to(leaf.device)
+            task_loss = torch.nn.functional.cross_entropy(leaf, target, reduction="sum") / batch.n_words
+            task_loss.backward()
+            grads[task] = leaf.grad
+            loss += float(task_loss.detach())
+        return loss, grads
+
+    def finish_update(self, sgd: Optimizer) -> None:
+        """Step, then forget the gradients: a head no batch reached since keeps its weights
+        (thinc would otherwise decay and move it on a zero gradient)."""
+        self.model.finish_update(sgd)
+        for param in self.tagger.model.parameters():
+            param.grad = None
+
+    def _training_heads(self, example: Example, index: int) -> Tuple[str, ...]:
+        lang = example_language(example)
+        heads = self._routes.heads_for(lang)
+        if not heads:
+            raise TrainingDataError(
+                f"{describe(example.predicted, index)} is in {lang!r}, which no head of {self.name} reads "
+                f"(it serves {sorted(self._routes.by_lang)}). Set its doc._.dt4h_lang (`dt4h-spacy convert` "
+                "keeps each doc's language), or map the language to a head with the `tasks` option."
+            )
+        return heads
+
     @staticmethod
     def _token_span(doc: Doc, entity: CharEntity) -> Span:
         span = doc.char_span(entity.start, entity.end, label=entity.label, alignment_mode="expand")
@@ -352,7 +459,7 @@ class DiseaseRecognizer(TrainablePipe):
 
     def __reduce__(self):
         # Pipe's Cython pickling would copy the lock, which cannot be pickled.
-        state = {k: v for k, v in self.__dict__.items() if k != "_lock"}
+        state = {k: v for k, v in self.__dict__.items() if k not in ("_lock", "_network", "_unloaded")}
         return (_unpickle, (type(self), self.name, state))
 
 
@@ -361,4 +468,6 @@ def _unpickle(cls: type, name: str, state: Dict[str, Any]) -> DiseaseRecognizer:
     component.name = name
     component.__dict__.update(state)
     component._lock = threading.Lock()
+    component._network = None
+    component._unloaded = unloaded_network()
     return component

@@ -24,6 +24,7 @@ from spacy.language import Language
 from spacy.tokens import Doc, DocBin, Span
 from spacy.util import filter_spans
 
+from . import extensions  # noqa: F401 - registers doc._.dt4h_lang
 from .filenames import lang_from_filename, spacy_lang
 from .textfiles import Failure, UnreadableFile, atomic_write, document_name, find_txt_files, read_documents, read_text
 from .tsv import read_mentions
@@ -329,6 +330,7 @@ def build_docbins(items: Iterable[Union[AnnotatedText, Failure]], lang: str = "a
                 stats.dropped[f"label other than {entity}"] += len(item.mentions) - len(mentions)
                 stats.mentions += len(item.mentions) - len(mentions)
         doc = annotate_doc(tokenizers[doc_lang].make_doc(item.text), mentions, stats, item.name, reanchor)
+        doc._.dt4h_lang = doc_lang  # a DocBin does not keep the language; merged corpora need it
         result.docs.setdefault(doc_lang, []).append(doc)
     return result
 
@@ -340,7 +342,7 @@ def write_docbins(conversion: Conversion, output_dir: Path) -> Dict[str, Path]:
     for doc_lang, docs in sorted(conversion.docs.items()):
         path = output_dir / f"{doc_lang}.spacy"
         with atomic_write(path, binary=True) as handle:
-            handle.write(DocBin(docs=docs, store_user_data=False).to_bytes())
+            handle.write(DocBin(docs=docs, store_user_data=True).to_bytes())
         written[doc_lang] = path
     return written
 

@@ -15,3 +15,7 @@ class UnsupportedLanguageError(ValueError):
 
 class ContextRulesError(ValueError):
     """A context rule file (or rule set) that cannot be used; the message names the file and line."""
+
+
+class TrainingDataError(ValueError):
+    """A training corpus the component cannot learn from as given (named doc, and how to fix it)."""

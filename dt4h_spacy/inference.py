@@ -4,7 +4,7 @@ import contextlib
 import os
 import warnings
 from dataclasses import dataclass, field
-from typing import ContextManager, Dict, List, Optional, Sequence
+from typing import ContextManager, Dict, List, Optional, Sequence, Tuple
 
 import numpy
 import torch
@@ -13,7 +13,7 @@ from transformers import PretrainedConfig, PreTrainedTokenizerFast
 from .allocator import keep_freed_memory
 from .labels import LabelScheme
 from .model import MultiTaskTokenClassifier
-from .windows import Window, encode_words, make_windows, plan_batches
+from .windows import Window, WindowBatch, collate_windows, encode_words, make_windows, plan_batches
 
 ROBERTA_LIKE = ("roberta", "xlm-roberta", "camembert", "xlm-roberta-xl")
 PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -120,15 +120,17 @@ class WordTagger:
         self.model.to(self.device).eval()
         if self.device.type == "cpu":
             keep_freed_memory()
-        # What `state_dict` saves: the fp32 weights, also after int8 quantization replaced the
-        # encoder's Linear layers (the tensors are shared, so this costs no copy).
-        self._fp32_state = dict(self.model.state_dict(keep_vars=False))
+        # What `state_dict` saves after int8 quantization replaced the encoder's Linear layers:
+        # the fp32 weights (the tensors are shared, so this costs no copy). Unquantized, the
+        # live weights are saved, as training may have changed them.
+        self._fp32_state: Optional[Dict[str, torch.Tensor]] = None
         if self.quantize:
+            self._fp32_state = dict(self.model.state_dict(keep_vars=False))
             quantize_linear_layers(self.model.encoder)
 
     def state_dict(self) -> Dict[str, torch.Tensor]:
         """The network's fp32 weights in the authors' layout, whatever ``quantize`` did."""
-        return dict(self._fp32_state)
+        return dict(self._fp32_state if self._fp32_state is not None else self.model.state_dict())
 
     def predict(
         self,
@@ -155,6 +157,7 @@ class WordTagger:
         dropped every character) is certain ``O``.
         """
         self._set_threads()
+        self.model.eval()  # training (the component's update) leaves it in train mode
         encoded = encode_words(self.tokenizer, docs)
         probs = [{task: self._outside_only(len(words), task) for task in doc_heads}
                  for words, doc_heads in zip(docs, heads)]
@@ -178,6 +181,7 @@ class WordTagger:
         ``max_batch_subwords`` ids) per forward pass.
         """
         self._set_threads()
+        self.model.eval()
         n_windows, length = input_ids.shape
         per_batch = self.batch_size
         if self.max_batch_subwords is not None:
@@ -218,30 +222,23 @@ class WordTagger:
     def _run_batch(
         self, windows: List[Window], heads: Sequence[Sequence[str]], out: List[Dict[str, numpy.ndarray]]
     ) -> None:
-        longest = max(len(w.input_ids) for w in windows)
-        ids = numpy.full((len(windows), longest), self.tokenizer.pad_token_id, dtype=numpy.int64)
-        mask = numpy.zeros((len(windows), longest), dtype=numpy.int64)
-        for row, window in enumerate(windows):
-            ids[row, : len(window.input_ids)] = window.input_ids
-            mask[row, : len(window.input_ids)] = 1
+        batch = collate_windows(windows, [heads[w.doc] for w in windows], self.tokenizer.pad_token_id)
         with self._autocast():
-            hidden = self.model.encode(
-                torch.from_numpy(ids).to(self.device), torch.from_numpy(mask).to(self.device)
-            )
-        rows = numpy.concatenate([numpy.full(len(w.positions), r) for r, w in enumerate(windows)])
-        cols = numpy.concatenate([w.positions for w in windows])
-        vectors = hidden[torch.from_numpy(rows).to(self.device), torch.from_numpy(cols).to(self.device)]
-        offsets = numpy.cumsum([0] + [len(w.positions) for w in windows])
-        for task in dict.fromkeys(task for w in windows for task in heads[w.doc]):
-            members = [r for r, w in enumerate(windows) if task in heads[w.doc]]
-            selected = numpy.concatenate([numpy.arange(offsets[r], offsets[r + 1]) for r in members])
-            logits = self.model.classifiers[task](vectors[torch.from_numpy(selected).to(self.device)].float())
-            task_probs = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+            logits = self.model.word_logits(*batch_tensors(batch, self.device))
+        for task, task_logits in logits.items():
+            task_probs = torch.softmax(task_logits, dim=-1).cpu().numpy()
             start = 0
-            for r in members:
+            for r in batch.members[task]:
                 window = windows[r]
                 out[window.doc][task][window.words] = task_probs[start : start + len(window.positions)]
                 start += len(window.positions)
+
+
+def batch_tensors(batch: WindowBatch, device: torch.device) -> Tuple[torch.Tensor, ...]:
+    """:meth:`~dt4h_spacy.model.MultiTaskTokenClassifier.word_logits`' arguments on ``device``."""
+    put = lambda array: torch.from_numpy(array).to(device)  # noqa: E731
+    selected = {task: put(index) for task, index in batch.selected.items()}
+    return put(batch.input_ids), put(batch.attention_mask), put(batch.rows), put(batch.cols), selected
 
 
 def check_speed_options(device: torch.device, precision: str, quantize: bool, num_threads: Optional[int]) -> None:

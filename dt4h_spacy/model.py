@@ -109,6 +109,26 @@ class MultiTaskTokenClassifier(nn.Module):
         """Contextual subword vectors, shared by every head."""
         return self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
 
+    def word_logits(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        rows: torch.Tensor,
+        cols: torch.Tensor,
+        selected: Mapping[str, torch.Tensor],
+    ) -> Dict[str, torch.Tensor]:
+        """Head → fp32 logits of the words it reads: THE forward of prediction and training.
+
+        The encoder reads the padded windows once (under whatever autocast the caller set);
+        the vector of each word's first subword (``rows``, ``cols``) goes, through dropout
+        (a no-op in eval mode), to the heads that read it (``selected[head]`` indexes the
+        words). Heads run in fp32, so their argmax does not depend on the precision.
+        """
+        vectors = self.encode(input_ids, attention_mask)[rows, cols]
+        with torch.autocast(input_ids.device.type, enabled=False):
+            vectors = self.dropout(vectors.float())
+            return {task: self.classifiers[task](vectors[index]) for task, index in selected.items()}
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, task: str) -> torch.Tensor:
         """Per-subword logits of one head: the authors' ``model(..., task=...)`` contract."""
         return self.classifiers[task](self.dropout(self.encode(input_ids, attention_mask)))

@@ -9,7 +9,7 @@ read from the window where it sits most centrally, so it has the most context on
 """
 
 from dataclasses import dataclass
-from typing import Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy
 from transformers import PreTrainedTokenizerFast
@@ -204,3 +204,41 @@ def plan_batches(
         filled += length
     if batch:
         yield batch
+
+
+@dataclass
+class WindowBatch:
+    """Windows padded into one encoder pass, and which of its words each head reads.
+
+    The one collation of the package: prediction (:class:`~dt4h_spacy.inference.WordTagger`)
+    and training (the component's ``update``) both feed it to
+    :meth:`~dt4h_spacy.model.MultiTaskTokenClassifier.word_logits`.
+    """
+
+    input_ids: numpy.ndarray  # (n_windows, longest) int64, padded
+    attention_mask: numpy.ndarray  # (n_windows, longest) int64
+    rows: numpy.ndarray  # (n_words,) window of each owned word, windows in order
+    cols: numpy.ndarray  # (n_words,) position of its first subword in that window
+    selected: Dict[str, numpy.ndarray]  # head → indices into the n_words it reads
+    members: Dict[str, List[int]]  # head → the windows it reads, in order
+
+
+def collate_windows(windows: Sequence[Window], heads: Sequence[Sequence[str]], pad_token_id: int) -> WindowBatch:
+    """Pad ``windows`` to the longest; window ``w`` is read by the heads ``heads[w]``."""
+    longest = max(len(w.input_ids) for w in windows)
+    ids = numpy.full((len(windows), longest), pad_token_id, dtype=numpy.int64)
+    mask = numpy.zeros((len(windows), longest), dtype=numpy.int64)
+    for row, window in enumerate(windows):
+        ids[row, : len(window.input_ids)] = window.input_ids
+        mask[row, : len(window.input_ids)] = 1
+    rows = numpy.concatenate([numpy.full(len(w.positions), r, dtype=numpy.int64) for r, w in enumerate(windows)])
+    cols = numpy.concatenate([w.positions for w in windows]).astype(numpy.int64)
+    offsets = numpy.cumsum([0] + [len(w.positions) for w in windows])
+    selected: Dict[str, numpy.ndarray] = {}
+    members: Dict[str, List[int]] = {}
+    for task in dict.fromkeys(task for window_heads in heads for task in window_heads):
+        members[task] = [r for r, window_heads in enumerate(heads) if task in window_heads]
+        selected[task] = numpy.concatenate(
+            [numpy.arange(offsets[r], offsets[r + 1], dtype=numpy.int64) for r in members[task]]
+        )
+    return WindowBatch(ids, mask, rows, cols, selected, members)
