@@ -3,6 +3,8 @@ extension: the same rows as the .txt route, bad rows reported by number and skip
 
 import csv
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Dict, List
 
@@ -208,3 +210,18 @@ def test_a_byte_that_does_not_decode_far_into_a_table_is_named_by_offset_and_lin
     assert str(caught.value) == (f"{source} is not valid utf-8 at byte offset {offset} (line 60002, byte 0xf1); pass "
                                  "--encoding cp1252 if it is a Windows/Latin-1 export, or re-save the file as UTF-8")
     assert list(read_table(source, Columns(), "cp1252", "\t"))[-1] == Document("60000", f"{source} row 60001", "añadido")
+
+
+def test_a_csv_without_the_column_ends_with_exit_2_every_time_never_an_abort(tmp_path):
+    """An Arrow reader opened for the header used to leave its read-ahead thread holding a
+    Python object, and exiting at once aborted (SIGABRT) in about half the runs."""
+    source = tmp_path / "notes.csv"
+    source.write_text("note_id,body\na,dolor\n", encoding="utf-8")
+    command = [sys.executable, "-m", "dt4h_spacy", "predict", str(source), str(tmp_path / "out.tsv"), "--lang", "es"]
+    runs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    results = [(run.wait(timeout=240), run.stderr.read()) for run in runs]
+    for run in runs:
+        run.stdout.close()
+        run.stderr.close()
+    assert [code for code, _ in results] == [2] * 4, [err[-300:] for _, err in results]
+    assert all("has no column 'id', 'text' (it has note_id, body)" in " ".join(err.split()) for _, err in results)

@@ -9,6 +9,7 @@ row after the header), and the rest is still read.
 """
 
 import codecs
+import csv
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -167,6 +168,25 @@ def table_error(path: Path, encoding: str, err: Exception) -> TableError:
     return TableError(f"cannot read {path} as {path.suffix[1:].upper() or 'CSV'}: {err}")
 
 
+def _csv_header(path: Path, encoding: str, delimiter: str) -> List[str]:
+    """The column names of a CSV/TSV table, read with Python's csv module.
+
+    Not with an Arrow reader opened only for its schema: that reader's read-ahead, in an Arrow
+    I/O thread, keeps the last reference to the Python row handler, and when a bad column ends
+    the command at once that thread frees it while Python exits and the process aborts
+    (SIGABRT, ``terminate called without an active exception``)."""
+    decoding = "utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding  # as Arrow: BOM skipped
+    try:
+        with open(path, encoding=decoding, newline="") as handle:
+            return next(csv.reader(handle, delimiter=delimiter), [])
+    except UnicodeDecodeError as err:
+        raise table_error(path, encoding, err) from err
+    except OSError as err:
+        raise TableError(f"cannot read {path}: {err.strerror or err}") from err
+    except csv.Error as err:
+        raise TableError(f"cannot read {path} as {path.suffix[1:].upper()}: {err}") from err
+
+
 def check_table(path: Path, columns: Columns, encoding: str = "utf-8", delimiter: str = ",") -> None:
     """Raise :class:`TableError` when the table cannot be read at all or lacks a column
     (JSON lines are checked row by row)."""
@@ -178,12 +198,7 @@ def check_table(path: Path, columns: Columns, encoding: str = "utf-8", delimiter
         for part in parts:
             _check_columns(_parquet_file(part).schema_arrow.names, columns, part)
     elif suffix != ".jsonl":
-        try:
-            header = pyarrow.csv.open_csv(path, read_options=csv_read_options(encoding),
-                                          parse_options=csv_parse_options(delimiter, lambda row: "skip")).schema.names
-        except (OSError, UnicodeError, pyarrow.ArrowException) as err:
-            raise table_error(path, encoding, err) from err
-        _check_columns(header, columns, path)
+        _check_columns(_csv_header(path, encoding, delimiter), columns, path)
 
 
 def _parquet_rows(path: Path, columns: Columns) -> Iterator[Row]:
