@@ -53,6 +53,7 @@ from .corpus import (
 from .engines.local import local_engine
 from .errors import EvaluationError
 from .evaluate import evaluate, format_table, strict_errors
+from .evaluate_context import evaluate_context, format_context_table, read_qualified
 from .inference import PRECISIONS
 from .io.sinks import output_kind
 from .io.tables import Columns
@@ -253,6 +254,35 @@ def evaluate_command(
         with atomic_write(errors) as handle:
             handle.write(format_rows((*COLUMNS, "error"), [(m.filename, m.label, m.start, m.end, m.text, kind) for kind, m in found]))
         typer.echo(f"{len(found)} errors written to {errors}", err=True)
+
+
+@app.command("evaluate-context")
+def evaluate_context_command(
+    gold: Annotated[Path, typer.Argument(
+        metavar="GOLD", help="Gold mentions with qualifiers: TSV with negated/uncertain/... columns, JSONL, or brat "
+                             "(.ann file or folder, attribute lines such as 'A1<TAB>Negated T3').", show_default=False)],
+    pred: Annotated[Path, typer.Argument(
+        metavar="PRED", help="Predictions: predict --context's .jsonl, or a TSV written with --context-columns.",
+        show_default=False)],
+    output: Annotated[Optional[Path], typer.Option(
+        "--output", "-o", help="Write the metrics JSON to this file.", show_default=False)] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the metrics JSON instead of the table.")] = False,
+) -> None:
+    """Score the qualifiers of PRED against GOLD: P/R/F1 of negated, uncertain, hypothetical,
+    historical and family per language, on the mentions present in both (same document and
+    offsets). Exit code 1 for a malformed file (the message names the line) or no shared mention.
+    """
+    try:
+        result = evaluate_context(read_qualified(gold), read_qualified(pred))
+    except EvaluationError as err:
+        error(str(err))
+        raise typer.Exit(1) from err
+    text = json.dumps(result, indent=2, ensure_ascii=False)
+    typer.echo(text if as_json else format_context_table(result), nl=as_json)
+    if output is not None:
+        with atomic_write(output) as handle:
+            handle.write(text + "\n")
+        typer.echo(f"metrics written to {output}", err=True)
 
 
 # --------------------------------------------------------------------------- convert

@@ -109,7 +109,7 @@ def _parse_offset(value: str, column: str, where: str) -> int:
     return int(number)
 
 
-def _parse_flag(value: str, column: str, where: str) -> Optional[bool]:
+def parse_flag(value: str, column: str, where: str) -> Optional[bool]:
     """A qualifier cell: empty is unknown (``None``); true/false as pandas or people write them."""
     text = value.strip().lower()
     if not text:
@@ -170,7 +170,7 @@ def parse_mentions(lines: Iterable[str], source: str = "<tsv>", aliases: bool = 
             raise TSVError(f"{where}: start_span ({start}) is negative")
         if end <= start:
             raise TSVError(f"{where}: end_span ({end}) <= start_span ({start}); spans must be non-empty")
-        flags = {name: _parse_flag(row[index[name]], name, where) for name in QUALIFIERS if name in index}
+        flags = {name: parse_flag(row[index[name]], name, where) for name in QUALIFIERS if name in index}
         mentions.append(Mention(filename, label, start, end, row[index["text"]], **flags))
     if index is None:
         raise TSVError(f"{source}: empty file; expected the header {chr(9).join(COLUMNS)!r}")

@@ -36,7 +36,7 @@ def qualify(text, mentions, lang="es", config=None, sentencizer=False, spans_key
 @pytest.mark.parametrize("text,mention,attrs,cues", [
     ("Se descartó neumonía.", "neumonía", {"is_negated"}, ["Se descartó"]),
     ("Sospecha de endocarditis.", "endocarditis", {"is_uncertain"}, ["Sospecha de"]),
-    ("Madre con diabetes.", "diabetes", {"is_family"}, ["Madre"]),
+    ("Madre con diabetes.", "diabetes", {"is_family"}, ["Madre con"]),
     ("Diabetes en la madre.", "Diabetes", {"is_family"}, ["madre"]),
     ("Antecedentes de infarto agudo de miocardio.", "infarto agudo de miocardio", {"is_historical"}, ["Antecedentes de"]),
     ("Se recomienda descartar tuberculosis.", "tuberculosis", {"is_hypothetical"}, ["Se recomienda descartar"]),
@@ -78,7 +78,8 @@ def test_max_scope_limits_a_forward_scope():
     text = "No se observa en la exploración física realizada hoy ninguna adenopatía."
     assert qualify(text, ["adenopatía"], config={"max_scope": 3})["adenopatía"] == ({"is_negated"}, ["ninguna"])
     text = "No se observa en la exploración física realizada hoy adenopatía."
-    assert qualify(text, ["adenopatía"])["adenopatía"][0] == {"is_negated"}
+    assert qualify(text, ["adenopatía"], config={"max_scope": None})["adenopatía"][0] == {"is_negated"}
+    assert qualify(text, ["adenopatía"])["adenopatía"][0] == set()  # the default: 6 tokens
     assert qualify(text, ["adenopatía"], config={"max_scope": 3})["adenopatía"][0] == set()
 
 

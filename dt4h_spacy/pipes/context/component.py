@@ -67,7 +67,7 @@ class ContextQualifier(Pipe):
 
     def __init__(self, nlp: Language, name: str = "dt4h_context", *, languages: Optional[Sequence[str]] = None,
                  rule_files: Sequence[str] = (), default_rules: bool = True,
-                 targets: Sequence[str] = DEFAULT_TARGETS, max_scope: Optional[int] = None,
+                 targets: Sequence[str] = DEFAULT_TARGETS, max_scope: Optional[int] = 6,
                  terminate_on_other_categories: bool = True, attr: str = "LOWER", backend: str = "rules",
                  tagger_model: str = DEFAULT_TAGGER, device: str = "cpu", batch_size: int = 32) -> None:
         if backend not in BACKENDS:
