@@ -47,6 +47,7 @@ from .pipes.context import FACTORY as CONTEXT_FACTORY
 from .pipes.context import ContextQualifier
 from .pipes.context.component import span_qualifiers
 from .routing import RoutingError, language_code, route_language
+from .settings import DEFAULT_CHECKPOINT
 from .textfiles import Document, Failure, check_encoding
 from .tsv import QUALIFIERS, Mention
 
@@ -162,6 +163,13 @@ def context_config(context: bool, rule_files: Optional[Sequence[Path]]) -> Optio
     if not context and not rule_files:
         return None
     return {"rule_files": [str(path) for path in rule_files or ()]}
+
+
+def model_label(model: Optional[str], checkpoint: Optional[str]) -> str:
+    """The model's name in CDM ``service_model``: the pipeline's or checkpoint's file name (never
+    the server's folders), or the published checkpoint's id."""
+    chosen = model or checkpoint
+    return Path(chosen).name if chosen else DEFAULT_CHECKPOINT
 
 
 def error(message: str) -> None:

@@ -8,6 +8,7 @@ not be used (reported, the rest was still processed), 2 bad options or an unusab
 """
 
 import json
+import os
 import warnings
 from enum import Enum
 from pathlib import Path
@@ -36,8 +37,9 @@ from .batch import (
     QuietOption,
     RecursiveOption,
     TextColumnOption,
-    error,
     context_config,
+    error,
+    model_label,
     open_source,
     prepare_output,
     report_failures,
@@ -55,9 +57,10 @@ from .errors import EvaluationError
 from .evaluate import evaluate, format_table, strict_errors
 from .evaluate_context import evaluate_context, format_context_table, read_qualified
 from .inference import PRECISIONS
-from .io.sinks import output_kind
+from .io.sinks import CDM_SUFFIX, output_kind
 from .io.tables import Columns
 from .run import run_job
+from .serve.limits import ServeSettings
 from .textfiles import atomic_write
 from .training.command import TRAIN_CONTEXT, train_command
 from .tsv import COLUMNS, TSVError, format_rows, read_mentions
@@ -107,7 +110,9 @@ def predict_command(
     output: Annotated[Path, typer.Argument(
         metavar="OUTPUT", help="File to write, by extension: .tsv (MultiClinAI TSV: filename label start_span end_span "
                                "text; also any other name), .jsonl or .parquet (one row per mention: id label start "
-                               "end text score), .html (a displaCy page). Missing folders are created.",
+                               "end text score), .cdm.jsonl (one DT4H CDM object per document; kept columns named "
+                               "like CDM record fields, e.g. patient_id, fill its record_metadata), .html (a displaCy "
+                               "page). Missing folders are created.",
         show_default=False)],
     lang: LangOption = "auto",
     fallback_lang: FallbackLangOption = None,
@@ -178,8 +183,8 @@ def predict_command(
                          Columns(id_column, text_column, lang_column, keep_columns or ()), delimiter)
     prepare_output(output)
     kind = output_kind(output)
-    if keep_columns and kind not in (".jsonl", ".parquet"):
-        raise typer.BadParameter(f"kept columns are written to a .jsonl or .parquet OUTPUT, not {kind}.",
+    if keep_columns and kind not in (".jsonl", ".parquet", CDM_SUFFIX):
+        raise typer.BadParameter(f"kept columns are written to a .jsonl, .parquet or .cdm.jsonl OUTPUT, not {kind}.",
                                  param_hint="--keep-columns")
     settings = {"device": device, "threshold": min_score, "quantize": quantize,
                 "precision": precision.value, "num_threads": threads, "compat": compat.value}
@@ -198,7 +203,8 @@ def predict_command(
         annotate = local_engine(pipelines, batch_size, n_process)
     with_context = qualifiers is not None and (kind != ".tsv" or context_columns)
     outcome = run_job(opened, output, kind, annotate, job, with_scores=with_scores, with_context=with_context,
-                      resume=resume, commit_every=commit_every, quiet=quiet, title=lambda: f"{source.name} predictions")
+                      resume=resume, commit_every=commit_every, quiet=quiet, title=lambda: f"{source.name} predictions",
+                      model_name=model_label(model, checkpoint))
     if not quiet:
         unit = "files" if opened.columns is None else "documents"
         typer.echo(f"{outcome.read} {unit} read, {len(outcome.failures)} failed, {outcome.mentions} mentions written "
@@ -377,6 +383,65 @@ def convert_command(
     mismatched = sum(s.dropped["text differs from the file at its offsets"] for s in conversion.stats.values())
     if conversion.failures or mismatched:
         raise typer.Exit(1)
+
+
+# ----------------------------------------------------------------------------- serve
+
+
+@app.command("serve")
+def serve_command(
+    model: ModelOption = None,
+    checkpoint: CheckpointOption = None,
+    base_model: BaseModelOption = None,
+    context: Annotated[bool, typer.Option(
+        "--context", help="Add the dt4h_context pipe, so negation=true reports negation and uncertainty (else they "
+                          "are null).")] = False,
+    host: Annotated[str, typer.Option("--host", help="Address to bind; 127.0.0.1 keeps the service on this "
+                                                     "machine.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port to listen on.")] = 8080,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Worker processes, each loading the model once "
+                                                                  "(CPU hosts: about one per 1-2 cores).")] = 1,
+    device: DeviceOption = "cpu",
+    api_key_file: Annotated[Optional[Path], typer.Option(
+        "--api-key-file", exists=True, dir_okay=False, help="File holding the API key every request but GET / must "
+                                                            "send as 'Authorization: Bearer KEY' (else 401).",
+        show_default=False)] = None,
+    log_text: Annotated[bool, typer.Option(
+        "--log-text", help="Log the note text of each request. Off: notes are patient data; only counts and "
+                           "timings are logged.")] = False,
+    max_body_bytes: Annotated[int, typer.Option("--max-body-bytes", min=1, help="Largest request body (413 above; "
+                                                                               "default 10 MiB).")] = ServeSettings.max_body_bytes,
+    max_text_chars: Annotated[int, typer.Option("--max-text-chars", min=1, help="Longest document, in characters "
+                                                                               "(413 above).")] = ServeSettings.max_text_chars,
+    max_documents: Annotated[int, typer.Option("--max-documents", min=1, help="Most documents per request (413 "
+                                                                             "above).")] = ServeSettings.max_documents,
+    max_batch: Annotated[int, typer.Option("--max-batch", min=1, help="Most documents per nlp.pipe call, gathered "
+                                                                     "across requests.")] = ServeSettings.max_batch,
+    max_wait_ms: Annotated[float, typer.Option("--max-wait-ms", min=0.0, help="How long a request waits for others "
+                                                                             "to share its batch.")] = ServeSettings.max_wait_ms,
+    queue_size: Annotated[int, typer.Option("--queue-size", min=1, help="Requests waiting for the model per worker; "
+                                                                       "beyond it 503 with Retry-After.")] = ServeSettings.queue_size,
+    timeout: Annotated[float, typer.Option("--timeout", min=0.001, help="Seconds a request may take, queueing "
+                                                                       "included (504 after).")] = ServeSettings.timeout_s,
+) -> None:
+    """Serve the model over HTTP: the DT4H annotation service's contract (CogStack envelope in,
+    DT4H CDM out) on POST /process_bulk, predict's rows on POST /annotate, GET / and /health,
+    OpenAPI docs at /docs. Requests arriving together share one nlp.pipe call. SIGTERM or
+    Ctrl-C stops accepting, finishes the requests in flight, then exits.
+    """
+    try:
+        import uvicorn
+    except ImportError:
+        error("serve needs FastAPI and uvicorn: pip install 'dt4h-spacy[serve]'.")
+        raise typer.Exit(2) from None
+    if model is not None and (checkpoint or base_model):
+        raise typer.BadParameter("use either --model or --checkpoint/--base-model, not both.", param_hint="--model")
+    settings = ServeSettings(model, checkpoint, base_model, context, device, max_body_bytes, max_text_chars,
+                             max_documents, max_batch, max_wait_ms, queue_size, timeout, log_text,
+                             None if api_key_file is None else str(api_key_file))
+    os.environ.update(settings.to_environment())
+    uvicorn.run("dt4h_spacy.serve.app:app_from_environment", factory=True, host=host, port=port, workers=workers,
+                log_level="info")
 
 
 # ------------------------------------------------------------- train, visualize

@@ -18,7 +18,8 @@ from tqdm import tqdm
 
 from .batch import error, report_failures
 from .io.parts import Parts, PartsError, parts_folder
-from .io.sinks import MENTION_WRITERS, AnnotatedDoc, write_html
+from .io.cdm import write_cdm_jsonl
+from .io.sinks import CDM_SUFFIX, MENTION_WRITERS, AnnotatedDoc, write_html
 from .io.sources import Source
 from .io.tables import TableError
 from .textfiles import Failure
@@ -41,20 +42,22 @@ class Outcome:
 
 def run_job(source: Source, output: Path, kind: str, engine: Engine, job: Dict[str, Any], *, with_scores: bool = False,
             with_context: bool = False, resume: bool = False, commit_every: int = 256, quiet: bool = False, title: Callable[[], str] = str,
-            spans: bool = False) -> Outcome:
+            spans: bool = False, model_name: str = "dt4h_disease") -> Outcome:
     """Annotate ``source`` with ``engine`` and write OUTPUT as ``kind`` (see
     :func:`~dt4h_spacy.io.sinks.output_kind`).
 
     ``job`` holds the settings that decide the rows, so a ``--resume`` with other settings is
-    refused; ``with_context`` writes the qualifier columns; ``title`` gives an HTML page's title, ``spans`` draws all its spans stacked. Ctrl-C exits 130 with OUTPUT unchanged; committed parts are kept for ``--resume``.
+    refused; ``with_context`` writes the qualifier columns; ``title`` gives an HTML page's title, ``spans`` draws all its spans stacked; ``model_name`` is a CDM
+    file's ``service_model``. Ctrl-C exits 130 with OUTPUT unchanged; committed parts are kept for ``--resume``.
     """
     html = kind == ".html"
-    if html and resume:
-        raise typer.BadParameter("--resume needs a .tsv, .jsonl or .parquet OUTPUT; an HTML page is written whole.",
-                                 param_hint="--resume")
+    cdm = kind == CDM_SUFFIX
+    if (html or cdm) and resume:
+        raise typer.BadParameter(f"--resume needs a .tsv, .jsonl or .parquet OUTPUT; {'an HTML page' if html else 'a CDM file'} "
+                                 "is written whole.", param_hint="--resume")
     parts = Parts(output, {**job, "output": str(output.resolve()), "with_scores": with_scores})
     try:
-        done = set() if html else parts.open(resume)
+        done = set() if html or cdm else parts.open(resume)
     except PartsError as err:
         raise typer.BadParameter(str(err), param_hint="--resume") from err
     if resume:
@@ -63,30 +66,31 @@ def run_job(source: Source, output: Path, kind: str, engine: Engine, job: Dict[s
             total = sum(1 for _ in source.documents())
         typer.echo(f"resuming: {len(done)} of {total} documents already written", err=True)
     outcome = Outcome(read=len(done))
-    pending_names: List[str] = []
-    pending: List[Mention] = []
-    pending_metadata: Dict[str, Any] = {}
-    last_commit = time.monotonic()
     unit = "file" if source.columns is None else "document"
+
+    def annotated(progress: tqdm) -> Iterator[AnnotatedDoc]:
+        """The engine's documents, counting them and keeping its failures in ``outcome``."""
+        for result in engine(source, done):
+            progress.update(1)
+            if isinstance(result, Failure):
+                outcome.failures.append(result)
+                continue
+            outcome.read += 1
+            yield result
+
     try:
         with tqdm(total=source.total, initial=len(done), unit=unit, file=sys.stderr,
                   disable=quiet or not sys.stderr.isatty()) as progress:
-            for result in engine(source, done):
-                progress.update(1)
-                if isinstance(result, Failure):
-                    outcome.failures.append(result)
-                    continue
-                outcome.read += 1
-                if html:
-                    outcome.documents.append(result)
-                    continue
-                pending_names.append(result.name)
-                pending.extend(result.mentions)
-                if result.metadata:
-                    pending_metadata[result.name] = result.metadata
-                if len(pending_names) >= commit_every or time.monotonic() - last_commit >= COMMIT_SECONDS:
-                    parts.commit(pending_names, pending, pending_metadata)
-                    pending_names, pending, pending_metadata, last_commit = [], [], {}, time.monotonic()
+            if html:
+                outcome.documents = list(annotated(progress))
+            elif cdm:
+                try:
+                    outcome.mentions = write_cdm_jsonl(output, annotated(progress), model_name, with_context)
+                except OSError as err:
+                    error(f"cannot write {output}: {err}")
+                    raise typer.Exit(1) from err
+            else:
+                pending = _commit_parts(annotated(progress), parts, commit_every)
         report_failures(outcome.failures)
         if html and not outcome.documents:
             error(f"no document of {source.path} could be annotated; nothing written.")
@@ -95,7 +99,7 @@ def run_job(source: Source, output: Path, kind: str, engine: Engine, job: Dict[s
             if html:
                 write_html(output, outcome.documents, title(), spans)
                 outcome.mentions = sum(len(d.mentions) for d in outcome.documents)
-            else:
+            elif not cdm:
                 outcome.mentions = MENTION_WRITERS[kind](output, parts.merged(pending), with_scores,
                                                          source.kept_schema(), with_context)
         except OSError as err:
@@ -112,3 +116,21 @@ def run_job(source: Source, output: Path, kind: str, engine: Engine, job: Dict[s
         raise typer.Exit(130) from None
     parts.remove()
     return outcome
+
+
+def _commit_parts(documents: Iterator[AnnotatedDoc], parts: Parts, commit_every: int) -> List[Mention]:
+    """Commit the mentions of ``documents`` to ``parts`` every ``commit_every`` documents or
+    :data:`COMMIT_SECONDS`; returns the mentions not committed yet."""
+    pending_names: List[str] = []
+    pending: List[Mention] = []
+    pending_metadata: Dict[str, Any] = {}
+    last_commit = time.monotonic()
+    for result in documents:
+        pending_names.append(result.name)
+        pending.extend(result.mentions)
+        if result.metadata:
+            pending_metadata[result.name] = result.metadata
+        if len(pending_names) >= commit_every or time.monotonic() - last_commit >= COMMIT_SECONDS:
+            parts.commit(pending_names, pending, pending_metadata)
+            pending_names, pending, pending_metadata, last_commit = [], [], {}, time.monotonic()
+    return pending

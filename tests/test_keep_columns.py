@@ -136,7 +136,7 @@ def test_jsonl_input_keeps_integer_ids_integers_in_parquet(tmp_path, model_args)
 
 
 @pytest.mark.parametrize("args, message", [
-    (["out.tsv", "--keep-columns", "patient_id"], "kept columns are written to a .jsonl or .parquet OUTPUT"),
+    (["out.tsv", "--keep-columns", "patient_id"], "kept columns are written to a .jsonl, .parquet or .cdm.jsonl OUTPUT"),
     (["out.jsonl", "--keep-columns", "text"], "'text' would overwrite the mention field"),
     (["out.jsonl", "--keep-columns", "patient"], "no column 'patient'"),
 ])

@@ -40,7 +40,7 @@ class AnnotatedDoc:
     metadata: Mapping[str, Any] = field(default_factory=dict)
 
 
-def _record(m: Mention, kept: Sequence[str] = (), with_context: bool = False) -> Dict[str, object]:
+def mention_record(m: Mention, kept: Sequence[str] = (), with_context: bool = False) -> Dict[str, object]:
     record = dict(zip(FIELDS, (m.filename, m.label, m.start, m.end, m.text, m.score)))
     if with_context:
         record.update(m.qualifiers)
@@ -57,7 +57,7 @@ def write_jsonl(path: Path, mentions: Iterable[Mention], with_scores: bool = Tru
     count = 0
     with atomic_write(path) as handle:
         for mention in mentions:
-            handle.write(json.dumps(_record(mention, names, with_context), ensure_ascii=False, default=str) + "\n")
+            handle.write(json.dumps(mention_record(mention, names, with_context), ensure_ascii=False, default=str) + "\n")
             count += 1
     return count
 
@@ -74,7 +74,7 @@ def write_parquet(path: Path, mentions: Iterable[Mention], with_scores: bool = T
         with pyarrow.parquet.ParquetWriter(handle, schema) as writer:
             chunk: List[Dict[str, object]] = []
             for mention in mentions:
-                chunk.append(_record(mention, schema.names[first_kept:], with_context))
+                chunk.append(mention_record(mention, schema.names[first_kept:], with_context))
                 if len(chunk) == PARQUET_ROWS:
                     writer.write_table(_arrow_rows(chunk, schema))
                     count += len(chunk)
@@ -108,11 +108,14 @@ def write_tsv(path: Path, mentions: Iterable[Mention], with_scores: bool = False
 MentionWriter = Callable[[Path, Iterable[Mention], bool, Optional[pyarrow.Schema], bool], int]
 MENTION_WRITERS: Dict[str, MentionWriter] = {".tsv": write_tsv, ".jsonl": write_jsonl, ".parquet": write_parquet}
 HTML_SUFFIXES = (".html", ".htm")
+CDM_SUFFIX = ".cdm.jsonl"  # one DT4H CDM object per document (dt4h_spacy.io.cdm)
 
 
 def output_kind(path: Path) -> str:
-    """What to write to OUTPUT, from its extension: ``.jsonl``, ``.parquet``, ``.html``, or
-    else (``.tsv`` and any other name, as before there were other outputs) ``.tsv``."""
+    """What to write to OUTPUT, from its extension: ``.cdm.jsonl``, ``.jsonl``, ``.parquet``,
+    ``.html``, or else (``.tsv`` and any other name, as before there were other outputs) ``.tsv``."""
+    if path.name.lower().endswith(CDM_SUFFIX):
+        return CDM_SUFFIX
     suffix = path.suffix.lower()
     return ".html" if suffix in HTML_SUFFIXES else suffix if suffix in MENTION_WRITERS else ".tsv"
 
