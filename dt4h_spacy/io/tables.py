@@ -10,6 +10,7 @@ row after the header), and the rest is still read.
 
 import codecs
 import csv
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -177,14 +178,17 @@ def _csv_header(path: Path, encoding: str, delimiter: str) -> List[str]:
     (SIGABRT, ``terminate called without an active exception``)."""
     decoding = "utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding  # as Arrow: BOM skipped
     try:
-        with open(path, encoding=decoding, newline="") as handle:
-            return next(csv.reader(handle, delimiter=delimiter), [])
-    except UnicodeDecodeError as err:
-        raise table_error(path, encoding, err) from err
+        with open(path, "rb") as handle:
+            head = io.TextIOWrapper(io.BytesIO(handle.read(1 << 16)), encoding=decoding, errors="replace",
+                                    newline="")
+            header = next(csv.reader(head, delimiter=delimiter), [])
     except OSError as err:
         raise TableError(f"cannot read {path}: {err.strerror or err}") from err
     except csv.Error as err:
         raise TableError(f"cannot read {path} as {path.suffix[1:].upper()}: {err}") from err
+    if any("\ufffd" in name for name in header):  # rows further on are checked as they are read
+        raise table_error(path, encoding, UnicodeError())
+    return header
 
 
 def check_table(path: Path, columns: Columns, encoding: str = "utf-8", delimiter: str = ",") -> None:
