@@ -355,3 +355,71 @@ def build_stl_checkpoint(
     stl.save_pretrained(path)
     AutoTokenizer.from_pretrained(base_model).save_pretrained(path)
     return path
+
+
+# -- a negation tagger in BSC's format (dt4h_context's backend="tagger") ---------------------
+
+NEGATION_TAGS = ("O", "B-NEG", "I-NEG", "B-NSCO", "I-NSCO", "B-UNC", "I-UNC", "B-USCO", "I-USCO")
+NEGATION_CUES = {"sin": "NEG", "posible": "UNC"}
+
+
+def negation_sentences(n: int, seed: int = 0) -> List[Tuple[List[str], List[str]]]:
+    """Spanish filler sentences where ``sin`` negates and ``posible`` makes uncertain the disease
+    after it (cue ``B-NEG``/``B-UNC``, disease ``B-NSCO``/``B-USCO``); other diseases are affirmed."""
+    rng = random.Random(f"negation-{seed}")
+    data = []
+    for _ in range(n):
+        words = [rng.choice(FILLERS["es"]) for _ in range(rng.randint(3, 7))]
+        tags = ["O"] * len(words)
+        i = rng.randrange(len(words) + 1)
+        cue = rng.choice([None, "sin", "posible"])
+        disease = [rng.choice(DISEASES["es"])]
+        if cue is None:
+            words[i:i] = disease
+            tags[i:i] = ["O"]
+        else:
+            scope = "NSCO" if NEGATION_CUES[cue] == "NEG" else "USCO"
+            words[i:i] = [cue, *disease]
+            tags[i:i] = [f"B-{NEGATION_CUES[cue]}", f"B-{scope}"]
+        data.append((words, tags))
+    return data
+
+
+def build_negation_tagger(path: PathLike, base_model: PathLike, steps: int = 150, seed: int = 0) -> Path:
+    """A tiny token-classification model in the BSC negation tagger's format, trained for
+    seconds on :func:`negation_sentences`, saved with ``save_pretrained`` (safetensors)."""
+    from transformers import AutoTokenizer, XLMRobertaForTokenClassification
+
+    tokenizer = AutoTokenizer.from_pretrained(base_model)
+    config = tiny_config(len(tokenizer))
+    config.num_labels = len(NEGATION_TAGS)
+    config.id2label = dict(enumerate(NEGATION_TAGS))
+    config.label2id = {tag: i for i, tag in enumerate(NEGATION_TAGS)}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = XLMRobertaForTokenClassification(config).train()
+            optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+            data = negation_sentences(256, seed)
+            for step in range(steps):
+                batch = data[(step * 16) % len(data):][:16]
+                encoded = tokenizer([w for w, _ in batch], is_split_into_words=True, padding=True, return_tensors="pt")
+                labels = torch.full(encoded["input_ids"].shape, -100)
+                for row, (_, tags) in enumerate(batch):
+                    seen = set()
+                    for position, word in enumerate(encoded.word_ids(row)):
+                        if word is not None and word not in seen:
+                            seen.add(word)
+                            labels[row, position] = config.label2id[tags[word]]
+                loss = model(**encoded, labels=labels).loss
+                loss.backward()
+                optimizer.step()
+                optimizer.zero_grad()
+    finally:
+        torch.set_num_threads(threads)
+    path = Path(path)
+    model.eval().save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path

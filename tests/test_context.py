@@ -231,3 +231,29 @@ def test_after_dt4h_disease_the_predicted_mentions_are_qualified(make_nlp, train
     found = {span.text: (span._.is_negated, [c.text for c in span._.dt4h_cues]) for span in doc.spans["dt4h"]}
     assert found == {"diabetes": (False, []), "neumonía": (True, ["sin"])}
     assert [e._.is_negated for e in doc.ents] == [False, True]
+
+
+@pytest.fixture(scope="module")
+def negation_tagger(tmp_path_factory, tiny_base_model):
+    from dt4h_spacy.testing import build_negation_tagger
+
+    return build_negation_tagger(tmp_path_factory.mktemp("negation-tagger"), tiny_base_model)
+
+
+def test_the_tagger_backend_reads_negation_and_uncertainty_scopes(negation_tagger):
+    text = "el paciente presenta diabetes hoy\nla paciente sin neumonía\nposible miocarditis con dolor"
+    found = qualify(text, ["diabetes", "neumonía", "miocarditis"],
+                    config={"backend": "tagger", "tagger_model": str(negation_tagger)})
+    assert found == {"diabetes": (set(), []), "neumonía": ({"is_negated"}, ["sin"]),
+                     "miocarditis": ({"is_uncertain"}, ["posible"])}
+    # the rules still decide the other attributes
+    family = qualify("madre con diabetes", ["diabetes"], config={"backend": "tagger",
+                                                                  "tagger_model": str(negation_tagger)})
+    assert family["diabetes"][0] == {"is_family"}
+
+
+def test_the_tagger_hub_id_offline_is_a_clear_error_at_add_pipe(monkeypatch):
+    from dt4h_spacy.errors import CheckpointError
+
+    with pytest.raises(CheckpointError, match=r"'BSC-NLP4BIA/negation-tagger' is not in the local Hugging Face cache"):
+        spacy.blank("es").add_pipe("dt4h_context", config={"backend": "tagger"})

@@ -69,7 +69,7 @@ class ContextQualifier(Pipe):
                  rule_files: Sequence[str] = (), default_rules: bool = True,
                  targets: Sequence[str] = DEFAULT_TARGETS, max_scope: Optional[int] = 6,
                  terminate_on_other_categories: bool = True, attr: str = "LOWER", backend: str = "rules",
-                 tagger_model: str = DEFAULT_TAGGER, device: str = "cpu", batch_size: int = 32) -> None:
+                 tagger_model: str = DEFAULT_TAGGER, device: str = "cpu") -> None:
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}.")
         if attr not in MATCH_ATTRS:
@@ -87,10 +87,14 @@ class ContextQualifier(Pipe):
             "languages": list(languages), "rule_files": [str(p) for p in rule_files], "default_rules": default_rules,
             "targets": list(targets), "max_scope": max_scope,
             "terminate_on_other_categories": terminate_on_other_categories, "attr": attr, "backend": backend,
-            "tagger_model": tagger_model, "device": device, "batch_size": batch_size,
+            "tagger_model": tagger_model, "device": device,
         }
-        self._tagger: Any = None
         self.set_rules(load_rules(languages, rule_files, default_rules))
+        self._tagger: Any = None
+        if backend == "tagger":  # loaded now, so an unusable model is an error at add_pipe
+            from .tagger import NegationTagger
+
+            self._tagger = NegationTagger.load(tagger_model, device)
 
     # -- rules ---------------------------------------------------------------------------
     def set_rules(self, rules: Dict[str, List[ContextRule]]) -> None:
@@ -133,14 +137,9 @@ class ContextQualifier(Pipe):
         if self.cfg["backend"] == "tagger":
             from .tagger import tagger_triggers
 
-            if self._tagger is None:
-                from .tagger import NegationTagger
-
-                self._tagger = NegationTagger.load(self.cfg["tagger_model"], self.cfg["device"])
             kept = [[t for t in found if t.rule.category not in ("NEGATED_EXISTENCE", "POSSIBLE_EXISTENCE")]
                     for found in triggers]
-            triggers = [k + learned for k, learned in
-                        zip(kept, tagger_triggers(self._tagger, docs, self.cfg["batch_size"]))]
+            triggers = [k + learned for k, learned in zip(kept, tagger_triggers(self._tagger, docs, sentence_ids))]
         return triggers
 
     def triggers(self, doc: Doc) -> List[Trigger]:

@@ -23,9 +23,9 @@ DEFAULT_CONFIG: Dict[str, Any] = {
 )
 def make_dt4h_context(nlp: Language, name: str, languages: Optional[List[str]], rule_files: List[str],
                       default_rules: bool, targets: List[str], max_scope: Optional[int],
-                      terminate_on_other_categories: bool, attr: str, backend: str, tagger_model: str, device: str,
-                      batch_size: int) -> ContextQualifier:
+                      terminate_on_other_categories: bool, attr: str, backend: str, tagger_model: str,
+                      device: str) -> ContextQualifier:
     return ContextQualifier(nlp, name, languages=languages, rule_files=rule_files, default_rules=default_rules,
                             targets=targets, max_scope=max_scope,
                             terminate_on_other_categories=terminate_on_other_categories, attr=attr, backend=backend,
-                            tagger_model=tagger_model, device=device, batch_size=batch_size)
+                            tagger_model=tagger_model, device=device)
