@@ -53,7 +53,7 @@ from .corpus import (
     write_docbins,
 )
 from .engines.local import local_engine
-from .errors import EvaluationError
+from .errors import CheckpointError, EvaluationError
 from .evaluate import evaluate, format_table, strict_errors
 from .evaluate_context import evaluate_context, format_context_table, read_qualified
 from .inference import PRECISIONS
@@ -448,6 +448,30 @@ def serve_command(
 # (their logic lives in dt4h_spacy.training and dt4h_spacy.visualize)
 
 app.command("train", context_settings=TRAIN_CONTEXT)(train_command)
+
+
+@app.command("export")
+def export_command(
+    pipeline: Annotated[Path, typer.Argument(metavar="PIPELINE", help="Saved pipeline, e.g. out/model-best of spacy train.",
+                                             show_default=False)],
+    output: Annotated[Path, typer.Argument(metavar="MODEL_PT", help="Checkpoint file to write (.pt, or .safetensors).",
+                                           show_default=False)],
+    component: Annotated[Optional[str], typer.Option(
+        "--component", help="The dt4h_disease component to export, when the pipeline has several.",
+        show_default=False)] = None,
+    base_model_dir: Annotated[Optional[Path], typer.Option(
+        "--base-model-dir", help="Also write the encoder config and tokenizer here (the base_model to load it with "
+                                 "offline).", show_default=False)] = None,
+) -> None:
+    """Write a pipeline's DT4H network in the published checkpoint layout (the authors' .pt)."""
+    from .training.export import export_checkpoint
+
+    try:
+        heads = export_checkpoint(pipeline, output, component, base_model_dir)
+    except (CheckpointError, OSError) as err:
+        error(str(err))
+        raise typer.Exit(2) from err
+    typer.echo(f"{output}: heads {', '.join(heads)}")
 app.command("visualize")(visualize_command)
 
 

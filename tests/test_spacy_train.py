@@ -68,6 +68,22 @@ def test_the_chain_runs_offline_and_fine_tuning_beats_the_start(corpus, tmp_path
 
     (tmp_path / "pkg").mkdir()
     run("spacy", "package", str(best), str(tmp_path / "pkg"), "--build", "sdist", "--force", cwd=tmp_path)
+    # Back to the published layout: a plain state dict the authors' code and our component load.
+    run("dt4h_spacy", "export", str(best), str(tmp_path / "model.pt"), "--base-model-dir", str(tmp_path / "base"),
+        cwd=tmp_path)
+    state = torch.load(tmp_path / "model.pt", weights_only=True)
+    assert {k.split(".")[0] for k in state} == {"encoder", "classifiers"}
+    assert {k.split(".")[1] for k in state if k.startswith("classifiers.")} == {
+        "disease_es_ner", "disease_it_ner", "disease_ro_ner"}
+    trained = spacy.load(best)
+    exported = spacy.blank("xx")
+    exported.add_pipe("dt4h_langdetect")
+    exported.add_pipe("dt4h_disease", config={"checkpoint": str(tmp_path / "model.pt"),
+                                              "base_model": str(tmp_path / "base")})
+    dev = list(dt4h_corpus(corpus / "dev" / "it.spacy")(trained))
+    same = [[(e.start, e.end, e.label_) for e in nlp(eg.predicted.copy()).ents] for nlp in (trained, exported)
+            for eg in dev[:4]]
+    assert same[:4] == same[4:] and any(same[:4])
     assert list((tmp_path / "pkg").glob("*/dist/*.tar.gz"))
     # A fresh process, without the training inputs: the pipeline carries its network.
     moved = tmp_path / "moved"
