@@ -57,6 +57,7 @@ from .errors import CheckpointError, EvaluationError
 from .evaluate import evaluate, format_table, strict_errors
 from .evaluate_context import evaluate_context, format_context_table, read_qualified
 from .inference import PRECISIONS
+from .io.parts import content_identity
 from .io.sinks import CDM_SUFFIX, output_kind
 from .io.tables import Columns
 from .run import run_job
@@ -190,7 +191,8 @@ def predict_command(
                 "precision": precision.value, "num_threads": threads, "compat": compat.value}
     qualifiers = context_config(context or context_columns, context_rules)
     pipelines = Pipelines(lang, model, checkpoint, base_model, settings, fallback_lang, qualifiers)
-    job = {**opened.describe(), "lang": lang, "fallback_lang": fallback_lang, "model": model, "checkpoint": checkpoint, "base_model": base_model,
+    job = {**opened.describe(), "lang": lang, "fallback_lang": fallback_lang, "model": content_identity(model),
+           "checkpoint": content_identity(checkpoint), "base_model": content_identity(base_model),
            "min_score": min_score, "compat": compat.value, "context": qualifiers}
     if engine is EngineName.ray:
         from .engines.ray import ray_engine

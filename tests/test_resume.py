@@ -4,6 +4,7 @@ without it."""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -128,3 +129,37 @@ def test_parts_keep_the_qualifiers_and_read_parts_written_before_them(tmp_path):
     store.paths.append(older)
     merged = list(store.merged([]))
     assert [m.values for m in merged] == [qualified.values, Mention("doc-2", "DISEASE", 1, 2, "a", 0.5).values]
+
+
+def test_resume_knows_input_and_model_by_content_not_by_the_path_given(tmp_path, notes, model_args, uninterrupted,
+                                                                       monkeypatch):
+    source = tmp_path / "extract.jsonl"
+    shutil.copy(notes, source)
+    checkpoint = Path(model_args[model_args.index("--checkpoint") + 1])
+    relative = [*model_args]
+    relative[relative.index("--checkpoint") + 1] = os.path.relpath(checkpoint, tmp_path)
+    commit = Parts.commit
+
+    def commit_then_stop(self, documents, mentions, *args, **kwargs):
+        commit(self, documents, mentions, *args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(Parts, "commit", commit_then_stop)
+    out = tmp_path / "out.tsv"
+    assert run("predict", source.name, out.name, *relative, "--with-scores", "--commit-every", "5").exit_code == 130
+    monkeypatch.setattr(Parts, "commit", commit)
+
+    shutil.copytree(tmp_path / "out.tsv.parts", tmp_path / "saved.parts")
+
+    result = run("predict", source.resolve(), out.resolve(), *model_args, "--with-scores", "--resume")  # absolute
+    assert result.exit_code == 0, result.output
+    assert "resuming: 5 of" in result.stderr
+    assert out.read_text(encoding="utf-8") == uninterrupted
+
+    (tmp_path / "saved.parts").rename(tmp_path / "out.tsv.parts")  # the interrupted run again, then
+    source.write_text(json.dumps({"id": "nota-000", "text": "otro extracto"}) + "\n", encoding="utf-8")  # regenerated
+    refused = run("predict", source, out, *model_args, "--with-scores", "--resume")
+    assert refused.exit_code == 2 and out.read_text(encoding="utf-8") == uninterrupted
+    assert "has changed since the run that wrote" in refused.output
+    assert "a regenerated extract?" in " ".join(refused.output.split())

@@ -12,6 +12,7 @@ folder is removed.
 refused instead of mixing two runs' rows.
 """
 
+import hashlib
 import heapq
 import json
 import os
@@ -24,6 +25,40 @@ from ..tsv import Mention, sort_key
 
 FAN_IN = 64
 JOB_FILE = "job.json"
+
+
+IDENTITY_BLOCK = 1 << 20
+
+
+def content_identity(value: Optional[str]) -> Any:
+    """What a ``--resume`` compares for an input or model named by ``value``: for a file its
+    size, modification time and a hash of its first and last MB (a Parquet file's metadata
+    is in its last bytes); for a folder each file's relative name, size and modification
+    time; a name that is no path (a hub id, an installed package) as given. Paths are
+    resolved first, so ``m.pt`` and ``/abs/m.pt`` are one model, and a file regenerated
+    under the same name is another."""
+    if value is None:
+        return None
+    path = Path(value)
+    if not path.exists():
+        return value
+    path = path.resolve()
+    if path.is_dir():
+        found = {}
+        for dirpath, _, names in os.walk(path):
+            for name in names:
+                with suppress(OSError):
+                    info = os.stat(os.path.join(dirpath, name))
+                    found[Path(dirpath, name).relative_to(path).as_posix()] = [info.st_size, info.st_mtime_ns]
+        return {"folder": str(path), "files": dict(sorted(found.items()))}
+    info = path.stat()
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        digest.update(handle.read(IDENTITY_BLOCK))
+        if info.st_size > IDENTITY_BLOCK:
+            handle.seek(max(IDENTITY_BLOCK, info.st_size - IDENTITY_BLOCK))
+            digest.update(handle.read(IDENTITY_BLOCK))
+    return {"file": str(path), "size": info.st_size, "mtime_ns": info.st_mtime_ns, "sha256_ends": digest.hexdigest()}
 
 
 class PartsError(ValueError):
@@ -92,6 +127,10 @@ class Parts:
             saved = json.loads((self.folder / JOB_FILE).read_text(encoding="utf-8"))
         if saved != self.job:
             changed = sorted(k for k in set(saved) | set(self.job) if saved.get(k) != self.job.get(k))
+            if "input_content" in changed and "input" not in changed:
+                raise PartsError(f"INPUT {saved['input']} has changed since the run that wrote {self.folder} (its "
+                                 "size, time or bytes differ: a regenerated extract?); resuming would mix rows of "
+                                 "two extracts, so delete that folder to start over.")
             raise PartsError(f"{self.folder} was written with other settings ({', '.join(changed)}); resume with "
                              "the same options, or delete that folder to start over.")
         for leftover in self.folder.glob("*.tmp"):

@@ -12,7 +12,26 @@ from typing import Dict, Iterator, List, Optional, Union
 import pyarrow
 
 from ..textfiles import Document, Failure, find_txt_files, read_documents
-from .tables import Columns, check_table, count_rows, csv_delimiter, is_table, kept_schema, read_table
+from .parts import content_identity
+from .tables import (
+    Columns,
+    check_table,
+    count_rows,
+    csv_delimiter,
+    is_table,
+    kept_schema,
+    parquet_parts,
+    read_table,
+)
+
+
+def _stamp(path: Path) -> List[object]:
+    """A text file's resolved path, size and modification time (None for one that cannot be read)."""
+    try:
+        info = path.stat()
+    except OSError:
+        return [str(path), None, None]
+    return [str(path.resolve()), info.st_size, info.st_mtime_ns]
 
 
 @dataclass
@@ -66,5 +85,10 @@ class Source:
 
     def describe(self) -> Dict[str, object]:
         """What decides which documents a run reads (recorded to check a ``--resume``)."""
-        return {"input": str(self.path.resolve()), "columns": None if self.columns is None else self.columns.names,
+        if self.columns is None:  # many small files: their sizes and times
+            content: object = [_stamp(p) for p in self.paths]
+        else:
+            content = [content_identity(str(part)) for part in parquet_parts(self.path)]
+        return {"input": str(self.path.resolve()), "input_content": content,
+                "columns": None if self.columns is None else self.columns.names,
                 "recursive": self.recursive, "encoding": self.encoding, "delimiter": self.delimiter}
