@@ -223,14 +223,20 @@ class WindowBatch:
     members: Dict[str, List[int]]  # head → the windows it reads, in order
 
 
+def pad_ids(sequences: Sequence[numpy.ndarray], pad_token_id: int) -> Tuple[numpy.ndarray, numpy.ndarray]:
+    """Id sequences padded to the longest, and their attention mask (int64, as the encoder takes them)."""
+    longest = max(len(ids) for ids in sequences)
+    padded = numpy.full((len(sequences), longest), pad_token_id, dtype=numpy.int64)
+    mask = numpy.zeros((len(sequences), longest), dtype=numpy.int64)
+    for row, ids in enumerate(sequences):
+        padded[row, : len(ids)] = ids
+        mask[row, : len(ids)] = 1
+    return padded, mask
+
+
 def collate_windows(windows: Sequence[Window], heads: Sequence[Sequence[str]], pad_token_id: int) -> WindowBatch:
     """Pad ``windows`` to the longest; window ``w`` is read by the heads ``heads[w]``."""
-    longest = max(len(w.input_ids) for w in windows)
-    ids = numpy.full((len(windows), longest), pad_token_id, dtype=numpy.int64)
-    mask = numpy.zeros((len(windows), longest), dtype=numpy.int64)
-    for row, window in enumerate(windows):
-        ids[row, : len(window.input_ids)] = window.input_ids
-        mask[row, : len(window.input_ids)] = 1
+    ids, mask = pad_ids([w.input_ids for w in windows], pad_token_id)
     rows = numpy.concatenate([numpy.full(len(w.positions), r, dtype=numpy.int64) for r, w in enumerate(windows)])
     cols = numpy.concatenate([w.positions for w in windows]).astype(numpy.int64)
     offsets = numpy.cumsum([0] + [len(w.positions) for w in windows])

@@ -21,7 +21,7 @@ from transformers import PreTrainedTokenizerFast
 
 from ..sentences import sentence_starts
 from ..spans import word_texts, word_tokens
-from ..windows import encode_words, make_windows
+from ..windows import encode_words, make_windows, pad_ids
 
 IGNORE_INDEX = -100
 UNITS = ("sentence", "doc")
@@ -134,13 +134,10 @@ def encode_examples(
 
 def collate(examples: Sequence[Example], pad_token_id: int) -> Batch:
     """Pad to the longest example (padding is masked and ignored by the loss)."""
-    longest = max(len(example.input_ids) for example in examples)
-    ids = numpy.full((len(examples), longest), pad_token_id, dtype=numpy.int64)
-    mask = numpy.zeros((len(examples), longest), dtype=numpy.int64)
-    targets = numpy.full((len(examples), longest), IGNORE_INDEX, dtype=numpy.int64)
+    ids, mask = pad_ids([example.input_ids for example in examples], pad_token_id)
+    targets = numpy.full(ids.shape, IGNORE_INDEX, dtype=numpy.int64)
     for row, example in enumerate(examples):
-        n = len(example.input_ids)
-        ids[row, :n], mask[row, :n], targets[row, :n] = example.input_ids, 1, example.targets
+        targets[row, : len(example.targets)] = example.targets
     return Batch(torch.from_numpy(ids), torch.from_numpy(mask), torch.from_numpy(targets))
 
 
