@@ -10,6 +10,7 @@ not be used (reported, the rest was still processed), 2 bad options or an unusab
 import json
 import os
 import warnings
+from dataclasses import replace
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Iterator, Optional
@@ -57,9 +58,10 @@ from .errors import CheckpointError, EvaluationError
 from .evaluate import evaluate, format_table, strict_errors
 from .evaluate_context import evaluate_context, format_context_table, read_qualified
 from .inference import PRECISIONS
+from .io.cdm import RECORD_FIELDS
 from .io.parts import content_identity
 from .io.sinks import CDM_SUFFIX, output_kind
-from .io.tables import Columns
+from .io.tables import Columns, table_columns
 from .run import run_job
 from .serve.limits import ServeSettings
 from .textfiles import atomic_write
@@ -111,8 +113,8 @@ def predict_command(
     output: Annotated[Path, typer.Argument(
         metavar="OUTPUT", help="File to write, by extension: .tsv (MultiClinAI TSV: filename label start_span end_span "
                                "text; also any other name), .jsonl or .parquet (one row per mention: id label start "
-                               "end text score), .cdm.jsonl (one DT4H CDM object per document; kept columns named "
-                               "like CDM record fields, e.g. patient_id, fill its record_metadata), .html (a displaCy "
+                               "end text score), .cdm.jsonl (one DT4H CDM object per document; a table's columns "
+                               "named like CDM record fields, e.g. patient_id, fill its record_metadata), .html (a displaCy "
                                "page). Missing folders are created.",
         show_default=False)],
     lang: LangOption = "auto",
@@ -184,6 +186,10 @@ def predict_command(
                          Columns(id_column, text_column, lang_column, keep_columns or ()), delimiter)
     prepare_output(output)
     kind = output_kind(output)
+    if kind == CDM_SUFFIX and opened.columns is not None:  # record_metadata from the columns named like its fields
+        named = [name for name in table_columns(opened.path, encoding, opened.delimiter)
+                 if name in RECORD_FIELDS and name not in opened.columns.names]
+        opened.columns = replace(opened.columns, keep=opened.columns.keep + tuple(named))
     if keep_columns and kind not in (".jsonl", ".parquet", CDM_SUFFIX):
         raise typer.BadParameter(f"kept columns are written to a .jsonl, .parquet or .cdm.jsonl OUTPUT, not {kind}.",
                                  param_hint="--keep-columns")

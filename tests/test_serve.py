@@ -3,6 +3,7 @@
 Every wait is bounded in count and time; the servers are started once per module.
 """
 
+import asyncio
 import json
 import os
 import re
@@ -21,6 +22,9 @@ from typer.testing import CliRunner
 
 from dt4h_spacy.cli import app
 from dt4h_spacy.io.cdm import concept_class
+from dt4h_spacy.io.sinks import AnnotatedDoc
+from dt4h_spacy.serve.batching import MicroBatcher
+from dt4h_spacy.textfiles import Document
 
 KEY = "s3cret-key"
 NOTES = [
@@ -126,8 +130,8 @@ def test_cdm_answers_equal_predicts_rows(client, tmp_path, trained_checkpoint, t
     table = tmp_path / "notes.jsonl"
     table.write_text("".join(json.dumps(n, ensure_ascii=False) + "\n" for n in NOTES), encoding="utf-8")
     args = ["--lang", "es", *model_args(trained_checkpoint, tiny_base_model), "--context", "-q"]
-    for output, extra in (("rows.jsonl", []), ("out.cdm.jsonl", ["--keep-columns", "patient_id,admission_id"])):
-        result = CliRunner().invoke(app, ["predict", str(table), str(tmp_path / output), *args, *extra])
+    for output in ("rows.jsonl", "out.cdm.jsonl"):
+        result = CliRunner().invoke(app, ["predict", str(table), str(tmp_path / output), *args])
         assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in (tmp_path / "rows.jsonl").read_text(encoding="utf-8").splitlines()]
     assert [(r["id"], r["text"]) for r in rows] == EXPECTED
@@ -258,3 +262,58 @@ def test_sigterm_drains_the_accepted_requests(trained_checkpoint, tiny_base_mode
         assert "miocarditis" not in running.log()  # note text is not logged
     finally:
         running.stop()
+
+
+# ------------------------------------------------------------------ the micro-batcher alone
+
+
+def _documents(count: int, prefix: str = "d") -> List[Document]:
+    return [Document(f"{prefix}{i}", f"{prefix}{i}", f"text {prefix}{i}") for i in range(count)]
+
+
+def _echo(calls: List[int], release: threading.Event = None):
+    def annotate(documents):
+        calls.append(len(documents))
+        if release is not None:
+            assert release.wait(10)
+        return [AnnotatedDoc(d.name, d.text, "es", []) for d in documents]
+    return annotate
+
+
+def test_concurrent_submissions_share_one_call_and_get_their_own_results():
+    calls: List[int] = []
+
+    async def scenario():
+        batcher = MicroBatcher(_echo(calls), max_batch=32, max_wait=0.2)
+        await batcher.start()
+        results = await asyncio.gather(*(batcher.submit(_documents(2, f"r{r}-")) for r in range(5)))
+        await batcher.stop()
+        return results
+
+    results = asyncio.run(scenario())
+    assert calls == [10]
+    assert [[d.name for d in result] for result in results] == [[f"r{r}-0", f"r{r}-1"] for r in range(5)]
+
+
+def test_a_request_that_timed_out_while_queued_is_never_run():
+    calls: List[int] = []
+    release = threading.Event()
+
+    async def scenario():
+        batcher = MicroBatcher(_echo(calls, release), max_batch=1, max_wait=0, queue_size=4)
+        await batcher.start()
+        running = asyncio.ensure_future(batcher.submit(_documents(1, "a")))
+        waiting = asyncio.ensure_future(batcher.submit(_documents(1, "b")))
+        for _ in range(100):  # until the model thread holds a and b waits behind it, at most 1 s
+            if batcher.in_flight and batcher.queued:
+                break
+            await asyncio.sleep(0.01)
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(waiting, 0.05)
+        release.set()
+        first = await running
+        await batcher.stop()
+        return first
+
+    assert [d.name for d in asyncio.run(scenario())] == ["a0"]
+    assert calls == [1]  # b was given up before its turn: never annotated

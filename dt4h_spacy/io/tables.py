@@ -205,6 +205,16 @@ def check_table(path: Path, columns: Columns, encoding: str = "utf-8", delimiter
         _check_columns(_csv_header(path, encoding, delimiter), columns, path)
 
 
+def table_columns(path: Path, encoding: str = "utf-8", delimiter: str = ",") -> List[str]:
+    """A table's column names: Parquet's schema, a CSV/TSV header, the keys of the first JSON
+    line that is an object."""
+    if path.is_dir() or path.suffix.lower() == ".parquet":
+        return list(_parquet_file(parquet_parts(path)[0]).schema_arrow.names)
+    if path.suffix.lower() == ".jsonl":
+        return next((list(values) for _, values in _jsonl_rows(path, encoding) if isinstance(values, dict)), [])
+    return _csv_header(path, encoding, delimiter)
+
+
 def _parquet_rows(path: Path, columns: Columns) -> Iterator[Row]:
     for part in parquet_parts(path):
         handle = _parquet_file(part)
