@@ -257,3 +257,9 @@ def test_the_tagger_hub_id_offline_is_a_clear_error_at_add_pipe(monkeypatch):
 
     with pytest.raises(CheckpointError, match=r"'BSC-NLP4BIA/negation-tagger' is not in the local Hugging Face cache"):
         spacy.blank("es").add_pipe("dt4h_context", config={"backend": "tagger"})
+
+
+def test_who_and_when_do_not_end_a_negation():
+    found = qualify("Sin antecedentes de asma. Cediendo el dolor abdominal.", ["asma", "dolor abdominal"])
+    assert found["asma"] == ({"is_negated", "is_historical"}, ["Sin", "antecedentes de"])
+    assert found["dolor abdominal"] == ({"is_negated"}, ["Cediendo"])

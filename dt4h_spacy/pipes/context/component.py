@@ -6,8 +6,8 @@ per-language rule files (:mod:`.rules`) are matched with spaCy's ``PhraseMatcher
 ``LOWER`` or ``NORM``) and ``Matcher``; where matches overlap the longest wins, so a pseudo
 trigger ("no se descarta", "non escluso") blocks the shorter triggers inside it. A trigger's
 scope runs forward, backward or both from it, inside its sentence, up to its ``max_scope``
-tokens, and stops at a terminating phrase ("pero", "ma", "dar") and at a trigger of another
-category (a backward scope also at punctuation). A target span (``doc.ents`` and/or ``doc.spans[key]``) that a scope overlaps takes
+tokens, and stops at a terminating phrase ("pero", "ma", "dar"); negation and uncertainty
+triggers end each other's scopes (a backward scope also stops at punctuation). A target span (``doc.ents`` and/or ``doc.spans[key]``) that a scope overlaps takes
 that category's attribute, and the trigger joins ``span._.dt4h_cues``. Sentences come from
 ``doc.sents`` when a pipe set them, else from the package's own splitter.
 
@@ -42,6 +42,9 @@ BACKENDS = ("rules", "tagger")
 MATCH_ATTRS = ("LOWER", "NORM")
 DEFAULT_TAGGER = "BSC-NLP4BIA/negation-tagger"
 RULES_FILE = "rules.json"
+# Negation and uncertainty end each other's scopes; who and when (family, history, hypothesis)
+# do not: in "sin antecedentes de asma" the asthma is both negated and historical.
+EXISTENCE = ("NEGATED_EXISTENCE", "POSSIBLE_EXISTENCE")
 
 for _attr in ATTRIBUTES.values():
     if not Span.has_extension(_attr):
@@ -168,8 +171,8 @@ class ContextQualifier(Pipe):
             first, last = bounds[sentence[start]]
             limit = rule.max_scope or self.cfg["max_scope"] or len(doc)
             barriers = [(s, e) for r, s, e in stops] + (
-                [(s, e) for r, s, e in qualifying if r.category != rule.category]
-                if self.cfg["terminate_on_other_categories"] else [])
+                [(s, e) for r, s, e in qualifying if r.category != rule.category and r.category in EXISTENCE]
+                if self.cfg["terminate_on_other_categories"] and rule.category in EXISTENCE else [])
             scope_start, scope_end = start, end
             if rule.direction in ("FORWARD", "BIDIRECTIONAL"):
                 scope_end = min([last, end + limit] + [s for s, e in barriers if s >= end])
