@@ -7,8 +7,9 @@ per-language rule files (:mod:`.rules`) are matched with spaCy's ``PhraseMatcher
 trigger ("no se descarta", "non escluso") blocks the shorter triggers inside it. A trigger's
 scope runs forward, backward or both from it, inside its sentence, up to its ``max_scope``
 tokens, and stops at a terminating phrase ("pero", "ma", "dar"); negation and uncertainty
-triggers end each other's scopes (a backward scope also stops at punctuation). A target span (``doc.ents`` and/or ``doc.spans[key]``) that a scope overlaps takes
-that category's attribute, and the trigger joins ``span._.dt4h_cues``. Sentences come from
+triggers end each other's scopes (a backward scope also stops at punctuation). A target
+span (``doc.ents`` and/or ``doc.spans[key]``) that a scope overlaps takes that category's
+attribute, and the trigger joins ``span._.dt4h_cues``. Sentences come from
 ``doc.sents`` when a pipe set them, else from the package's own splitter.
 
 With ``backend="tagger"`` negation and uncertainty come from a token-classification model
