@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -18,12 +19,15 @@ from typing import Any, Dict, Iterator, List
 
 import httpx
 import pytest
+from fastapi import HTTPException
 from typer.testing import CliRunner
 
 from dt4h_spacy.cli import app
 from dt4h_spacy.io.cdm import concept_class
 from dt4h_spacy.io.sinks import AnnotatedDoc
+from dt4h_spacy.serve.app import Service
 from dt4h_spacy.serve.batching import MicroBatcher
+from dt4h_spacy.serve.limits import ServeSettings
 from dt4h_spacy.textfiles import Document
 
 KEY = "s3cret-key"
@@ -116,7 +120,27 @@ def test_root_health_and_docs(server, client):
     assert health["model_loaded"] and health["languages"] == ["es", "it", "ro"] and health["negation"] is True
     assert health["entities"] == ["disease"]
     assert client.get("/docs").status_code == 200
+    cross_site = client.get("/health", headers={"Origin": "http://elsewhere.example"})
+    assert "access-control-allow-origin" not in cross_site.headers  # CORS off
     assert "/process_bulk" in client.get("/openapi.json").json()["paths"]
+
+
+def test_the_readme_example_gets_cdm_objects(client):
+    lines = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8").splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("## Serving"))
+    command = next(line for line in lines[start:] if line.startswith("pip install ") and "dt4h-spacy serve" in line)
+    curl = shlex.split(next(line for line in lines[start:] if line.startswith("curl ")))
+    url = next(part for part in curl if part.startswith("http://"))
+    assert "--host 127.0.0.1 --port 8080" in command and url.startswith("http://127.0.0.1:8080/")
+    help_text = CliRunner().invoke(app, ["serve", "--help"], terminal_width=200).output
+    assert all(option in help_text for option in re.findall(r"--[a-z-]+", command.split("dt4h-spacy serve")[1]))
+    answer = client.post(url[len("http://127.0.0.1:8080"):], content=curl[curl.index("-d") + 1].encode(),
+                         headers={"Content-Type": "application/json"})
+    assert answer.status_code == 200, answer.text
+    (only,) = answer.json()
+    assert only["nlp_output"]["processing_success"] is True
+    assert only["nlp_output"]["record_metadata"]["patient_id"] == "P-17"
+    assert {a["negation"] for a in only["nlp_output"]["annotations"]} <= {"yes", "no"}
 
 
 def test_the_api_key_is_required(server):
@@ -317,3 +341,17 @@ def test_a_request_that_timed_out_while_queued_is_never_run():
 
     assert [d.name for d in asyncio.run(scenario())] == ["a0"]
     assert calls == [1]  # b was given up before its turn: never annotated
+
+
+def test_a_request_past_its_timeout_is_answered_504():
+    class Slow:
+        async def submit(self, documents):
+            await asyncio.sleep(5)
+
+    service = Service.__new__(Service)  # only run()'s mapping is under test: no model needed
+    service.settings, service.batcher = ServeSettings(timeout_s=0.05), Slow()
+    started = time.monotonic()
+    with pytest.raises(HTTPException) as caught:
+        asyncio.run(service.run("annotate", [Document("0", "0", "dolor")]))
+    assert caught.value.status_code == 504 and "--timeout" in caught.value.detail
+    assert time.monotonic() - started < 2
