@@ -206,7 +206,8 @@ def predict_command(
         if kind == ".html":
             raise typer.BadParameter("--engine ray writes mentions (.tsv, .jsonl, .parquet), not a page.",
                                      param_hint="--engine")
-        annotate = ray_engine(pipelines, batch_size, workers, gpus_per_worker, cpus_per_worker, ray_address)
+        annotate = ray_engine(pipelines, batch_size, workers, gpus_per_worker, cpus_per_worker, ray_address,
+                              quiet)
     else:
         annotate = local_engine(pipelines, batch_size, n_process)
     with_context = qualifiers is not None and (kind != ".tsv" or context_columns)

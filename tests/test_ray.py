@@ -6,12 +6,15 @@ import json
 import sys
 from pathlib import Path
 
+import pyarrow
+import pyarrow.parquet
 import pytest
 import ray
 from packaging.requirements import Requirement
 from typer.testing import CliRunner
 
 from dt4h_spacy.cli import app
+from dt4h_spacy.engines import ray as engine
 
 NOTES = {
     "MultiClinNER-es-test-disease-00001": "El paciente presenta miocarditis aguda y dolor.\n\nHoy la paciente presenta "
@@ -102,3 +105,24 @@ def test_ray_carries_the_context_qualifiers(tmp_path, local_ray, trained_checkpo
     assert written == (tmp_path / "local.jsonl").read_text(encoding="utf-8")
     assert {json.loads(line)["text"]: json.loads(line)["negated"] for line in written.splitlines()} == {
         "diabetes": False, "neumonía": True, "diabet": False, "pneumonie": True}
+
+
+def test_ray_rows_stream_back_in_batches_so_parts_are_committed_as_they_arrive(tmp_path, local_ray, monkeypatch,
+                                                                               trained_checkpoint, tiny_base_model):
+    """One Parquet file used to come back as one block when the whole job ended, so no part
+    was committed before that (a SIGKILL left nothing to resume)."""
+    source = tmp_path / "notes.parquet"
+    rows = [{"id": f"nota-{n:02d}", "text": "El paciente presenta miocarditis aguda y dolor."} for n in range(12)]
+    pyarrow.parquet.write_table(pyarrow.Table.from_pylist(rows), source)
+    arrived = []
+    results = engine._results
+
+    def counting(batches, source):
+        return results((arrived.append(batch.num_rows) or batch for batch in batches), source)
+
+    monkeypatch.setattr(engine, "_results", counting)
+    result = CliRunner().invoke(app, ["predict", str(source), str(tmp_path / "out.tsv"), "--lang", "es",
+                                      "--checkpoint", str(trained_checkpoint), "--base-model", str(tiny_base_model),
+                                      "--engine", "ray", "--batch-size", "2", "--commit-every", "2"])
+    assert result.exit_code == 0, result.output
+    assert sum(arrived) == 12 and max(arrived) <= 2, arrived

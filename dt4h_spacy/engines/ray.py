@@ -9,6 +9,8 @@ id wins" rule for duplicates mean the same as with the local engine.
 """
 
 import json
+import logging
+import os
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Set, Union
 
@@ -122,7 +124,7 @@ def _dataset(ray: Any, source: Source) -> Any:
 
 
 def ray_engine(pipelines: Pipelines, batch_size: int = 32, workers: int = 1, gpus_per_worker: float = 0.0,
-               cpus_per_worker: float = 1.0, address: Optional[str] = None) -> Engine:
+               cpus_per_worker: float = 1.0, address: Optional[str] = None, quiet: bool = False) -> Engine:
     """An engine that runs ``pipelines`` on ``workers`` Ray actors, each reserving
     ``cpus_per_worker`` CPUs (its torch threads, unless ``--threads`` says otherwise) and
     ``gpus_per_worker`` GPUs; Ray is started here (or joined at ``address``) if it is not
@@ -134,12 +136,17 @@ def ray_engine(pipelines: Pipelines, batch_size: int = 32, workers: int = 1, gpu
     def annotate(source: Source, done: Set[str]) -> Iterator[Union[AnnotatedDoc, Failure]]:
         started = not ray.is_initialized()
         if started:
-            ray.init(address=address, include_dashboard=False, log_to_driver=True)
+            if quiet:  # -q: Ray's own INFO/WARNING lines and its core worker's log lines stay in Ray's log files
+                os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
+                for name in ("ray", "ray.data"):
+                    logging.getLogger(name).setLevel(logging.ERROR)
+            ray.init(address=address, include_dashboard=False, log_to_driver=not quiet,
+                     logging_level=logging.ERROR if quiet else logging.INFO)
         try:
             context = ray.data.DataContext.get_current()
             context.execution_options.preserve_order = True
             context.enable_progress_bars = False
-            dataset = _dataset(ray, source).map_batches(
+            dataset = _dataset(ray, source).repartition(target_num_rows_per_block=batch_size).map_batches(
                 PipelineActor, fn_constructor_kwargs={"pipelines": pipelines, "source": source, "done": done,
                                                       "batch_size": batch_size},
                 batch_size=batch_size, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(min_size=1, max_size=workers),
