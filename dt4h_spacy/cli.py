@@ -201,11 +201,11 @@ def predict_command(
            "checkpoint": content_identity(checkpoint), "base_model": content_identity(base_model),
            "min_score": min_score, "compat": compat.value, "context": qualifiers}
     if engine is EngineName.ray:
+        if kind in (".html", CDM_SUFFIX):  # its results carry mentions, not the documents' text
+            raise typer.BadParameter("--engine ray writes mentions (.tsv, .jsonl, .parquet), not a page or CDM "
+                                     "objects; use --engine local for those.", param_hint="--engine")
         from .engines.ray import ray_engine
 
-        if kind == ".html":
-            raise typer.BadParameter("--engine ray writes mentions (.tsv, .jsonl, .parquet), not a page.",
-                                     param_hint="--engine")
         annotate = ray_engine(pipelines, batch_size, workers, gpus_per_worker, cpus_per_worker, ray_address,
                               quiet)
     else:

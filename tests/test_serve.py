@@ -182,6 +182,15 @@ def test_cdm_answers_equal_predicts_rows(client, tmp_path, trained_checkpoint, t
     assert {a[5] for a in annotations(plain)} == {None}
 
 
+def test_predict_refuses_cdm_objects_from_the_ray_engine(tmp_path, trained_checkpoint, tiny_base_model):
+    table = tmp_path / "notes.jsonl"
+    table.write_text(json.dumps(NOTES[0]) + "\n", encoding="utf-8")
+    result = CliRunner().invoke(app, ["predict", str(table), str(tmp_path / "out.cdm.jsonl"), "--engine", "ray",
+                                      *model_args(trained_checkpoint, tiny_base_model)])
+    assert result.exit_code == 2 and "--engine local" in result.output, result.output  # Ray results carry no text
+    assert not (tmp_path / "out.cdm.jsonl").exists()
+
+
 def test_annotate_answers_predicts_rows(client, tmp_path, trained_checkpoint, tiny_base_model):
     folder = tmp_path / "notes"
     folder.mkdir()
