@@ -5,7 +5,9 @@ requests/s and words/s for 1-note and 32-note ``POST /process_bulk`` requests, s
 client and by several concurrent ones, against the same notes annotated in this process by
 ``Pipelines.annotate`` (``nlp.pipe``, batch 32, one torch thread), and the mean documents per
 ``nlp.pipe`` call the micro-batcher made. The load average at start and end and the CPU are
-recorded: compare the ratios of one run, not absolute rates across machines.
+recorded. Each round measures ``nlp.pipe`` and then every request shape, so each ratio compares
+measurements minutes apart, not runs under different loads; the medians of the rounds are
+reported, with the range of the ratios.
 
     python benchmarks/serve.py --checkpoint demo/model.pt --base-model demo/base [--notes 256]
 
@@ -16,6 +18,7 @@ import argparse
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -97,6 +100,7 @@ def main() -> None:
     parser.add_argument("--lang", default="es")
     parser.add_argument("--notes", type=int, default=256)
     parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--output", type=Path, help="also write the results as JSON here")
     args = parser.parse_args()
 
@@ -106,36 +110,47 @@ def main() -> None:
                           settings={"device": "cpu", "num_threads": 1})
     documents = [Document(str(i), str(i), text) for i, text in enumerate(texts)]
     list(pipelines.annotate(documents[:8], 32))  # warm-up
-    started = time.perf_counter()
-    annotated = list(pipelines.annotate(documents, 32))
-    pipe_seconds = time.perf_counter() - started
-    assert len(annotated) == len(texts)
-    baseline = {"seconds": round(pipe_seconds, 2), "docs_per_s": round(len(texts) / pipe_seconds, 2),
-                "words_per_s": round(words(texts) / pipe_seconds, 1)}
-
+    shapes = [(1, 1), (1, args.clients), (32, 1), (32, 4)]
+    rounds: List[Dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as folder:
         process, url = start_server(["--checkpoint", args.checkpoint, "--base-model", args.base_model],
                                     Path(folder) / "server.log")
         try:
             measure(url, texts[:16], 1, 4, args.lang)  # warm-up
-            runs = [measure(url, texts, 1, 1, args.lang), measure(url, texts, 1, args.clients, args.lang),
-                    measure(url, texts, 32, 1, args.lang), measure(url, texts, 32, 4, args.lang)]
+            for _ in range(args.rounds):  # nlp.pipe and every request shape in each round: ratios within a round
+                started = time.perf_counter()
+                assert len(list(pipelines.annotate(documents, 32))) == len(texts)
+                pipe_seconds = time.perf_counter() - started
+                runs = [measure(url, texts, per_request, clients, args.lang) for per_request, clients in shapes]
+                pipe_words = words(texts) / pipe_seconds
+                for run in runs:
+                    run["words_vs_nlp_pipe"] = round(run["words_per_s"] / pipe_words, 2)
+                rounds.append({"nlp_pipe_words_per_s": round(pipe_words, 1), "serve": runs})
         finally:
             process.terminate()
             process.wait(60)
-    for run in runs:
-        run["words_vs_nlp_pipe"] = round(run["words_per_s"] / baseline["words_per_s"], 2)
+    summary = []
+    for index, (per_request, clients) in enumerate(shapes):
+        of_shape = [r["serve"][index] for r in rounds]
+        summary.append({"notes_per_request": per_request, "clients": clients,
+                        **{key: statistics.median(run[key] for run in of_shape)
+                           for key in ("requests_per_s", "words_per_s", "words_vs_nlp_pipe", "docs_per_pipe_call")},
+                        "words_vs_nlp_pipe_range": [min(r["words_vs_nlp_pipe"] for r in of_shape),
+                                                    max(r["words_vs_nlp_pipe"] for r in of_shape)]})
+    baseline = {"words_per_s": statistics.median(r["nlp_pipe_words_per_s"] for r in rounds)}
     report = {"date": time.strftime("%Y-%m-%d"), "cpu": cpu_info()["model"], "cpus": os.cpu_count(),
-              "torch_threads": 1, "notes": len(texts), "words": words(texts),
+              "torch_threads": 1, "notes": len(texts), "words": words(texts), "rounds": rounds,
               "load_average": {"start": [round(x, 2) for x in load_start],
                                "end": [round(x, 2) for x in os.getloadavg()]},
-              "nlp_pipe": baseline, "serve": runs}
+              "nlp_pipe": baseline, "median": summary}
     print(json.dumps(report, indent=2))
-    print("\n| request | clients | requests/s | words/s | vs nlp.pipe | docs per nlp.pipe call |")
+    print(f"\nmedians of {len(rounds)} rounds")
+    print("| request | clients | requests/s | words/s | vs nlp.pipe (range) | docs per nlp.pipe call |")
     print("|---|---|---|---|---|---|")
-    for run in runs:
+    for run in summary:
+        low, high = run["words_vs_nlp_pipe_range"]
         print(f"| {run['notes_per_request']} note(s) | {run['clients']} | {run['requests_per_s']} | "
-              f"{run['words_per_s']} | {run['words_vs_nlp_pipe']} | {run['docs_per_pipe_call']} |")
+              f"{run['words_per_s']} | {run['words_vs_nlp_pipe']} ({low}-{high}) | {run['docs_per_pipe_call']} |")
     print(f"| nlp.pipe (batch 32) | - | - | {baseline['words_per_s']} | 1.00 | 32 |")
     if args.output:
         args.output.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
