@@ -162,3 +162,26 @@ def test_checkpoint_heads_that_do_not_match_the_labels_option_are_refused_at_ini
     nlp = make_nlp("xx", labels=["O", "B-DISEASE"])
     with pytest.raises(ValueError, match="Fix the `labels` config"):
         nlp.initialize(lambda: [])
+
+
+def test_dt4h_spacy_train_runs_a_pipeline_config_on_spacys_loop(corpus, tmp_path, tiny_checkpoint, tiny_base_model):
+    """`dt4h-spacy train configs/finetune.cfg` is `spacy train` with the same overrides: it writes
+    model-best/model-last, whose network moved from the checkpoint it started from."""
+    from typer.testing import CliRunner
+
+    from dt4h_spacy.cli import app
+
+    args = ["train", str(CONFIG), "--output", str(tmp_path / "out"), "--paths.train", str(corpus / "dev" / "es.spacy"),
+            "--paths.dev", str(corpus / "dev" / "es.spacy"), "--paths.checkpoint", str(tiny_checkpoint),
+            "--paths.base_model", str(tiny_base_model), "--training.max_steps", "2", "--training.eval_frequency", "2",
+            "--training.optimizer.learn_rate", "0.002"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    trained = spacy.load(tmp_path / "out" / "model-last").get_pipe("dt4h_disease").tagger.model.state_dict()
+    start = torch.load(tiny_checkpoint, weights_only=True)
+    assert not torch.equal(trained["classifiers.disease_es_ner.weight"], start["classifiers.disease_es_ner.weight"])
+    assert torch.equal(trained["classifiers.disease_it_ner.weight"], start["classifiers.disease_it_ner.weight"])
+    assert (tmp_path / "out" / "model-best" / "config.cfg").is_file()
+    for option, hint in (("--resume", "--paths.checkpoint"), ("--tasks=disease_es_ner", "--paths.train")):
+        refused = CliRunner().invoke(app, [*args, option])
+        assert refused.exit_code == 2 and hint in refused.output, refused.output

@@ -1,11 +1,17 @@
-"""``dt4h-spacy train CONFIG``: the command-line face of :func:`dt4h_spacy.training.train`."""
+"""``dt4h-spacy train CONFIG``: the command-line face of :func:`dt4h_spacy.training.train`.
+
+A spaCy pipeline config (one with ``[nlp]`` and ``[components]``, e.g. ``configs/finetune.cfg``)
+runs on spaCy's own loop instead (:func:`spacy_train`), so our CLI reaches the same training
+path as ``python -m spacy train``.
+"""
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Dict, List, Optional
 
 import typer
 from spacy.cli._util import parse_config_overrides
-from thinc.api import ConfigValidationError
+from spacy.util import load_config
+from thinc.api import Config, ConfigValidationError
 
 from ..errors import CheckpointError
 
@@ -27,6 +33,9 @@ def train_command(
     authors' .pt layout), OUTPUT/scores.jsonl, a spaCy pipeline per task in
     OUTPUT/pipelines/<task>/ and, for two or more languages, one pipeline serving them all in
     OUTPUT/pipelines/multilingual/. Exit code 2 for an unusable config, data or base model.
+    A spaCy pipeline config (configs/finetune.cfg) runs on spaCy's own loop, as
+    `python -m spacy train CONFIG --output OUTPUT` would: OUTPUT/model-best and
+    OUTPUT/model-last; --tasks and --resume do not apply to it.
     """
     from . import train
 
@@ -37,6 +46,9 @@ def train_command(
         overrides = parse_config_overrides(ctx.args)
     except SystemExit as err:  # spaCy's parser exits on a malformed override
         raise typer.Exit(2) from err
+    if is_pipeline_config(load_config(config, interpolate=False)):
+        spacy_train(config, output, overrides, tasks=selected, resume=resume)
+        return
     try:
         result = train(config, output, overrides=overrides, tasks=selected, resume=resume)
     except (ConfigValidationError, CheckpointError, FileNotFoundError, ValueError) as err:
@@ -46,6 +58,38 @@ def train_command(
     typer.echo(f"{result.steps} steps, {score}; checkpoint {result.best_checkpoint}")
     for name, path in result.pipelines.items():
         typer.echo(f"{name}: pipeline {path}")
+
+
+def is_pipeline_config(config: Config) -> bool:
+    """Whether ``config`` describes a spaCy pipeline (``spacy train``'s format) rather than our
+    multi-task trainer's (``[model]``, ``[tasks.*]``)."""
+    return "nlp" in config and "components" in config
+
+
+def spacy_train(config: Path, output: Path, overrides: Dict[str, Any], *, tasks: Optional[List[str]],
+                resume: bool) -> None:
+    """Run spaCy's own ``train`` on a pipeline config, the CLI's overrides applied.
+
+    ``--tasks`` and ``--resume`` belong to the multi-task trainer; with a pipeline config they
+    are refused rather than ignored, each naming spaCy's way to the same end.
+    """
+    from spacy.cli.train import train as spacy_cli_train
+
+    if tasks is not None:
+        typer.echo("error: --tasks applies to a [tasks.*] config; with a pipeline config, train some languages "
+                   "by pointing --paths.train at their <lang>.spacy files.", err=True)
+        raise typer.Exit(2)
+    if resume:
+        typer.echo("error: --resume applies to a [tasks.*] config; with a pipeline config, continue from a saved "
+                   "pipeline with `dt4h-spacy export OUTPUT/model-last model.pt` and --paths.checkpoint model.pt.",
+                   err=True)
+        raise typer.Exit(2)
+    try:
+        spacy_cli_train(config, output, overrides=overrides)
+    except (ConfigValidationError, CheckpointError, FileNotFoundError, ValueError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from err
+    typer.echo(f"pipelines {output / 'model-best'} and {output / 'model-last'}")
 
 
 TRAIN_CONTEXT = {"allow_extra_args": True, "ignore_unknown_options": True}
