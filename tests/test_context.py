@@ -57,7 +57,7 @@ def test_a_pseudo_trigger_blocks_the_shorter_triggers_inside_it():
 def test_scope_stops_at_terminations_other_categories_and_sentence_ends():
     found = qualify("Sin fiebre ni disnea pero con dolor torácico. Tos productiva.\nNo edemas\nvarices",
                     ["fiebre", "disnea", "dolor torácico", "Tos productiva", "edemas", "varices"])
-    assert found["fiebre"] == ({"is_negated"}, ["Sin"])
+    assert found["fiebre"] == ({"is_negated"}, ["Sin", "ni"])  # "ni" looks back too
     assert found["disnea"] == ({"is_negated"}, ["Sin", "ni"])
     assert found["dolor torácico"] == (set(), [])  # after "pero"
     assert found["Tos productiva"] == (set(), [])  # next sentence
@@ -65,6 +65,28 @@ def test_scope_stops_at_terminations_other_categories_and_sentence_ends():
     assert found["varices"] == (set(), [])  # a line break ends a sentence for our splitter
     other = qualify("Sin fiebre, probable neumonía.", ["fiebre", "neumonía"])
     assert other == {"fiebre": ({"is_negated"}, ["Sin"]), "neumonía": ({"is_uncertain"}, ["probable"])}
+
+
+def test_ni_closes_a_list_longer_than_the_scope_but_looks_back_only_to_the_last_negation():
+    text = "No dolor torácico , palpitaciones , sensación de mareo , malestar general ni cortejo vegetativo ."
+    found = qualify(text, ["dolor torácico", "malestar general", "cortejo vegetativo"])
+    assert found["malestar general"] == ({"is_negated"}, ["ni"])  # beyond the 6 tokens of "No"
+    assert found["cortejo vegetativo"] == ({"is_negated"}, ["ni"])
+    # Backwards, "ni" stops where "sin" begins its own scope: the polyuria is affirmed.
+    found = qualify("Polaquiuria sin disuria ni tenesmo .", ["Polaquiuria", "disuria", "tenesmo"])
+    assert found["Polaquiuria"] == (set(), [])
+    assert found["disuria"] == ({"is_negated"}, ["sin", "ni"])
+
+
+def test_the_words_a_forward_trigger_head_governs_are_qualified():
+    # "sin" heads "sin signos de": a mention starting inside the phrase is still negated ...
+    found = qualify("Juicio clínico : sin signos de TVP .", ["signos de TVP"])
+    assert found["signos de TVP"] == ({"is_negated"}, ["sin signos de"])
+    found = qualify("El EKG no presenta cambios isquémicos .", ["presenta"])
+    assert found["presenta"] == ({"is_negated"}, ["no presenta"])
+    # ... but not one on the head word itself, nor on the last word of a backward trigger.
+    assert qualify("Sin signos de TVP .", ["Sin signos"])["Sin signos"] == (set(), [])
+    assert qualify("Neumonía descartada .", ["descartada"])["descartada"] == (set(), [])
 
 
 def test_doc_sents_are_used_when_a_pipe_set_them():

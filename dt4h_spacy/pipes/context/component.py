@@ -7,7 +7,8 @@ per-language rule files (:mod:`.rules`) are matched with spaCy's ``PhraseMatcher
 trigger ("no se descarta", "non escluso") blocks the shorter triggers inside it. A trigger's
 scope runs forward, backward or both from it, inside its sentence, up to its ``max_scope``
 tokens, and stops at a terminating phrase ("pero", "ma", "dar"); negation and uncertainty
-triggers end each other's scopes (a backward scope also stops at punctuation). A target
+triggers end each other's scopes (a backward scope also stops at punctuation and at an
+earlier trigger of its own category). A target
 span (``doc.ents`` and/or ``doc.spans[key]``) that a scope overlaps takes that category's
 attribute, and the trigger joins ``span._.dt4h_cues``. Sentences come from
 ``doc.sents`` when a pipe set them, else from the package's own splitter.
@@ -181,7 +182,9 @@ class ContextQualifier(Pipe):
                 # A cue after its finding follows it closely: "neumonía descartada", not "fiebre, probable".
                 commas = punct[first:start].nonzero()[0]
                 after_comma = first + int(commas[-1]) + 1 if len(commas) else first
-                scope_start = max([after_comma, start - limit] + [e for s, e in barriers if e <= start])
+                # ... and ends where an earlier trigger of its own category begins its own scope.
+                same = [e for r, s, e in qualifying if r.category == rule.category and e <= start]
+                scope_start = max([after_comma, start - limit] + [e for s, e in barriers if e <= start] + same)
             found.append(Trigger(rule, start, end, scope_start, scope_end))
         return found
 
@@ -203,8 +206,8 @@ class ContextQualifier(Pipe):
                 cues: List[Span] = []
                 for trigger in found:
                     covers = trigger.scope_start < span.end and span.start < trigger.scope_end
-                    inside = trigger.start < span.end and span.start < trigger.end
-                    if covers and not inside:
+                    head_start, head_end = _head(trigger)
+                    if covers and not (head_start < span.end and span.start < head_end):
                         values[ATTRIBUTES[trigger.rule.category]] = True
                         cues.append(doc[trigger.start:trigger.end])
                 for attr, value in values.items():
@@ -235,6 +238,18 @@ class ContextQualifier(Pipe):
     def _load_rules_json(self, saved: Dict[str, List[Dict[str, Any]]], source: str) -> None:
         self.set_rules({lang: [parse_rule(data, f"{source} ({lang} rule {number + 1})")
                                for number, data in enumerate(found)] for lang, found in saved.items()})
+
+
+def _head(trigger: Trigger) -> Tuple[int, int]:
+    """The trigger tokens a target must not touch: the first word of a forward trigger, the
+    last of a backward one, all of a bidirectional one. The rest of a phrase trigger is what
+    its head governs: in "sin signos de TVP" and "no presenta disnea" the signs and the
+    presenting are negated too, so a mention "signos de TVP" is negated."""
+    if trigger.rule.direction == "FORWARD":
+        return trigger.start, trigger.start + 1
+    if trigger.rule.direction == "BACKWARD":
+        return trigger.end - 1, trigger.end
+    return trigger.start, trigger.end
 
 
 def span_qualifiers(span: Span) -> Dict[str, bool]:
