@@ -126,3 +126,14 @@ def test_ray_rows_stream_back_in_batches_so_parts_are_committed_as_they_arrive(t
                                       "--engine", "ray", "--batch-size", "2", "--commit-every", "2"])
     assert result.exit_code == 0, result.output
     assert sum(arrived) == 12 and max(arrived) <= 2, arrived
+
+
+def test_a_table_that_does_not_decode_under_ray_is_one_line_as_with_the_local_engine(tmp_path, local_ray):
+    source = tmp_path / "export.csv"
+    source.write_bytes("id;text\r\n1;dolor\r\n2;año\r\n".encode("cp1252"))
+    result = CliRunner().invoke(app, ["predict", str(source), str(tmp_path / "out.tsv"), "--lang", "es",
+                                      "--engine", "ray"])
+    assert result.exit_code == 2
+    assert [line for line in result.stderr.splitlines() if line.startswith("error:")] == [
+        f"error: {source} is not valid utf-8 at byte offset 21 (line 3, byte 0xf1); pass --encoding cp1252 if it is "
+        "a Windows/Latin-1 export, or re-save the file as UTF-8"]

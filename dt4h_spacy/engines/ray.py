@@ -11,6 +11,7 @@ id wins" rule for duplicates mean the same as with the local engine.
 import json
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Set, Union
 
@@ -21,7 +22,14 @@ import typer
 from ..batch import Pipelines, error
 from ..io.sinks import AnnotatedDoc
 from ..io.sources import Source
-from ..io.tables import FirstSeen, csv_parse_options, csv_read_options, parquet_parts, row_document
+from ..io.tables import (
+    FirstSeen,
+    csv_parse_options,
+    csv_read_options,
+    decoding_error,
+    parquet_parts,
+    row_document,
+)
 from ..run import Engine
 from ..textfiles import Document, Failure, document_name, read_documents
 from ..tsv import Mention
@@ -52,11 +60,20 @@ def _import_ray() -> Any:
 
 
 def _one_line(err: BaseException) -> str:
-    """A failure inside Ray as one line: the last line of its cause (a worker's traceback
-    ends with the exception), without the traceback."""
+    """A failure inside Ray as one line: the last ``SomeError: message`` line of its cause (a
+    worker's traceback ends with the exception, then Ray's retry notes), else its last line."""
     cause = getattr(err, "cause", None) or err
     lines = [line for line in str(cause).strip().splitlines() if line.strip()] or [type(cause).__name__]
-    return lines[-1]
+    named = [line for line in lines if re.match(r"^[A-Za-z_.]*(Error|Exception)\b[^:]*: ", line)]
+    return (named or lines)[-1]
+
+
+class _NoErrors(logging.Filter):
+    """Keeps Ray's own ERROR records (with their tracebacks) off stderr: the engine reports
+    each failure itself, in one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno < logging.ERROR
 
 
 class PipelineActor:
@@ -142,6 +159,9 @@ def ray_engine(pipelines: Pipelines, batch_size: int = 32, workers: int = 1, gpu
                     logging.getLogger(name).setLevel(logging.ERROR)
             ray.init(address=address, include_dashboard=False, log_to_driver=not quiet,
                      logging_level=logging.ERROR if quiet else logging.INFO)
+        for name in ("ray", "ray.data"):
+            for handler in logging.getLogger(name).handlers:
+                handler.addFilter(_NoErrors())
         try:
             context = ray.data.DataContext.get_current()
             context.execution_options.preserve_order = True
@@ -157,6 +177,11 @@ def ray_engine(pipelines: Pipelines, batch_size: int = 32, workers: int = 1, gpu
             error(f"Ray Data could not import what it needs ({err}); {INSTALL}.")
             raise typer.Exit(2) from None
         except ray.exceptions.RayError as err:
+            located = decoding_error(source.path, source.encoding) if source.path.suffix.lower() in (
+                ".csv", ".tsv") and source.path.is_file() else None
+            if located is not None:  # as the local engine says it
+                error(located)
+                raise typer.Exit(2) from None
             cause = getattr(err, "cause", None)
             advice = f"; {INSTALL}" if isinstance(cause, ImportError) else ""
             error(f"the Ray workers failed: {_one_line(err)}{advice}")
