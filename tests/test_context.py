@@ -89,6 +89,15 @@ def test_the_words_a_forward_trigger_head_governs_are_qualified():
     assert qualify("Neumonía descartada .", ["descartada"])["descartada"] == (set(), [])
 
 
+def test_spanish_ruling_out_in_the_past_negates_and_its_negation_is_uncertain():
+    found = qualify("AngioTAC que descartó la presencia de TEP . Descarto la etiología coronaria .",
+                    ["TEP", "etiología coronaria"])
+    assert found["TEP"] == ({"is_negated"}, ["descartó"])
+    assert found["etiología coronaria"] == ({"is_negated"}, ["Descarto"])
+    assert qualify("No se descartó neumonía .", ["neumonía"])["neumonía"] == ({"is_uncertain"}, ["No se descartó"])
+    assert qualify("Desde el ingreso , ha cedido el dolor .", ["dolor"])["dolor"] == ({"is_negated"}, ["ha cedido"])
+
+
 def test_doc_sents_are_used_when_a_pipe_set_them():
     # The sentencizer does not split at a line break, our own splitter does.
     text = "No edemas\nvarices"
