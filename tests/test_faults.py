@@ -148,7 +148,7 @@ def expected_mentions(make_nlp, folder: Path, names) -> List[Mention]:
     rows = []
     for name in names:
         doc = nlp(read_text(folder / name))
-        rows += [Mention(name[:-4], e.label_, *e._.dt4h_offsets, doc.text[slice(*e._.dt4h_offsets)]) for e in doc.ents]
+        rows += [Mention(name[:-4], e.label_, e.start_char, e.end_char, e.text) for e in doc.ents]
     return sorted(rows, key=lambda m: (m.filename, m.start, m.end))
 
 
