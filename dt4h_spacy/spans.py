@@ -1,25 +1,18 @@
 """Entity word ranges → spaCy spans on the document's own tokens.
 
 Each entity is cut at every line break between its words (a MultiClinAI TSV row holds one
-line), then stripped of leading and trailing punctuation tokens. Its edges then follow the
-text's own words, as the authors' script reads whitespace-separated words: an entity never
-starts inside a run of letters and digits that spaCy split ("18cm" gives no mention "cm")
-and one that ends inside such a run takes all of it. Spans are token-aligned, so their text
-always equals the document's slice; where an edge token carries punctuation ("C.", "dL."),
-``span._.dt4h_offsets`` holds the mention without it, trimmed as the authors trim (:func:`trim`).
+line), then stripped of leading and trailing punctuation tokens, as the authors trim edge
+punctuation. Spans are token-aligned, so their text always equals the document's slice.
 """
 
 import bisect
 import re
 from typing import Callable, List, Optional, Sequence, Tuple, TypeVar
 
-import unicodedata
-
 import numpy
 from spacy.attrs import IDX, IS_SPACE, LENGTH
 from spacy.tokens import Doc, Span
 
-from . import extensions  # noqa: F401 - registers span._.dt4h_score and span._.dt4h_offsets
 from .decoding import WordEntity, decode_bio
 from .labels import LabelScheme
 
@@ -49,38 +42,6 @@ def line_break_before(doc: Doc, words: numpy.ndarray) -> numpy.ndarray:
     return numpy.searchsorted(breaks, starts) > numpy.searchsorted(breaks, prev_ends)
 
 
-def trim(text: str, start: int, end: int) -> Tuple[int, int]:
-    """The authors' trim: whitespace off both ends, then Unicode punctuation (``P*``)."""
-    while start < end and text[start].isspace():
-        start += 1
-    while start < end and text[end - 1].isspace():
-        end -= 1
-    while start < end and unicodedata.category(text[start]).startswith("P"):
-        start += 1
-    while start < end and unicodedata.category(text[end - 1]).startswith("P"):
-        end -= 1
-    return start, end
-
-
-def inside_run(text: str, at: int) -> bool:
-    """Whether offset ``at`` falls between two letters/digits (a word the text does not separate)."""
-    return 0 < at < len(text) and text[at - 1].isalnum() and text[at].isalnum()
-
-
-def _whole_words(doc: Doc, words: numpy.ndarray, lo: int, hi: int) -> Tuple[int, int, int]:
-    """``lo``/``hi`` moved so the entity neither starts nor ends inside a run of letters/digits:
-    a start inside one drops the words up to the run's end (the authors' script labels such a
-    word by its first piece, which is outside the entity); an end inside one takes the run's
-    remaining words. Also returns where the words the model labelled end, for the score."""
-    text = doc.text
-    while lo < hi and inside_run(text, doc[int(words[lo])].idx):
-        lo += 1
-    labelled = hi
-    while lo < hi < len(words) and inside_run(text, doc[int(words[hi - 1])].idx + len(doc[int(words[hi - 1])])):
-        hi += 1
-    return lo, hi, labelled
-
-
 def entity_spans(
     doc: Doc,
     words: numpy.ndarray,
@@ -99,17 +60,10 @@ def entity_spans(
                 lo += 1
             while lo < hi and doc[int(words[hi - 1])].is_punct:
                 hi -= 1
-            lo, hi, labelled = _whole_words(doc, words, lo, hi)
-            if lo >= hi:
-                continue
-            span = Span(doc, int(words[lo]), int(words[hi - 1]) + 1, label=label)
-            offsets = trim(doc.text, span.start_char, span.end_char)
-            if offsets[0] >= offsets[1]:
-                continue
-            span._.dt4h_score = float(confidence[lo:labelled].mean())
-            if offsets != (span.start_char, span.end_char):
-                span._.dt4h_offsets = offsets
-            spans.append(span)
+            if lo < hi:
+                span = Span(doc, int(words[lo]), int(words[hi - 1]) + 1, label=label)
+                span._.dt4h_score = float(confidence[lo:hi].mean())
+                spans.append(span)
     return spans
 
 

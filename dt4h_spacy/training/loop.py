@@ -115,8 +115,7 @@ def dev_scores(
             name = f"dev-{n:06d}"
             gold.extend(Mention(name, e.label_, e.start_char, e.end_char, e.text) for e in doc.ents)
             for span in predicted_spans(doc, w, probs, scheme):
-                start, end = span._.dt4h_offsets  # the rows predict writes
-                pred.append(Mention(name, span.label_, start, end, doc.text[start:end]))
+                pred.append(Mention(name, span.label_, span.start_char, span.end_char, span.text))
     finally:
         model.train()
     result = evaluate(gold, pred)
