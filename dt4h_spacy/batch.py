@@ -39,7 +39,7 @@ from spacy.tokens import Doc
 from .checkpoint import check_pipeline_folder
 from .component import DEFAULT_SPANS_KEY, FACTORY, DiseaseRecognizer
 from .filenames import lang_from_filename, spacy_lang
-from .io.sinks import FIELDS, AnnotatedDoc
+from .io.records import RESERVED, AnnotatedDoc, Document, Failure, Mention, span_mention
 from .io.sources import Source
 from .io.tables import Columns, TableError
 from .langdetect import check_languages, serving_language
@@ -48,8 +48,7 @@ from .pipes.context import ContextQualifier
 from .pipes.context.component import span_qualifiers
 from .routing import RoutingError, language_code, route_language
 from .settings import DEFAULT_CHECKPOINT
-from .textfiles import Document, Failure, check_encoding
-from .tsv import QUALIFIERS, Mention
+from .textfiles import check_encoding
 
 
 def normalize_lang(value: str) -> str:
@@ -79,10 +78,10 @@ def _fallback_lang(value: Optional[str]) -> Optional[str]:
 
 def _kept_columns(value: Optional[str]) -> Tuple[str, ...]:
     names = tuple(dict.fromkeys(name.strip() for name in (value or "").split(",") if name.strip()))
-    taken = [name for name in names if name in FIELDS + QUALIFIERS]
+    taken = [name for name in names if name in RESERVED]
     if taken:
         raise typer.BadParameter(f"{', '.join(map(repr, taken))} would overwrite the mention field(s) of that name "
-                                 f"({', '.join(FIELDS + QUALIFIERS)}); the document's id is already written as 'id'.")
+                                 f"({', '.join(RESERVED)}); the document's id is already written as 'id'.")
     return names
 
 
@@ -421,8 +420,7 @@ def doc_mentions(name: str, doc: Doc, spans_keys: Sequence[str] = (DEFAULT_SPANS
         return
     groups = [doc.spans[key] for key in spans_keys if key in doc.spans]
     for span in (span for group in groups for span in group) if groups else doc.ents:
-        yield Mention(name, span.label_, span.start_char, span.end_char, span.text, span._.dt4h_score,
-                      **(span_qualifiers(span) if context else {}))
+        yield span_mention(name, span, span_qualifiers(span) if context else None)
 
 
 def spans_keys_of(nlp: Language) -> List[str]:

@@ -66,7 +66,8 @@ from .run import run_job
 from .serve.limits import ServeSettings
 from .textfiles import atomic_write
 from .training.command import TRAIN_CONTEXT, train_command
-from .tsv import COLUMNS, TSVError, format_rows, read_mentions
+from .io.records import tsv_header, tsv_row
+from .tsv import TSVError, format_rows, read_mentions
 from .visualize import visualize_command
 
 app = typer.Typer(
@@ -267,7 +268,7 @@ def evaluate_command(
     if errors is not None:
         found = strict_errors(gold_rows, pred_rows, entity)
         with atomic_write(errors) as handle:
-            handle.write(format_rows((*COLUMNS, "error"), [(m.filename, m.label, m.start, m.end, m.text, kind) for kind, m in found]))
+            handle.write(format_rows((*tsv_header(), "error"), [(*tsv_row(m), kind) for kind, m in found]))
         typer.echo(f"{len(found)} errors written to {errors}", err=True)
 
 

@@ -19,3 +19,7 @@ class ContextRulesError(ValueError):
 
 class TrainingDataError(ValueError):
     """A training corpus the component cannot learn from as given (named doc, and how to fix it)."""
+
+
+class RecordError(ValueError):
+    """A mention row (JSONL/Parquet) that cannot be read back; the message names where it is and what is wrong."""

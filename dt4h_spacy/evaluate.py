@@ -33,7 +33,8 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from .errors import EvaluationError
 from .filenames import lang_from_filename
-from .tsv import Mention, read_mentions, sort_key
+from .io.records import Mention, sort_key
+from .tsv import read_mentions
 
 ROUND = 4
 

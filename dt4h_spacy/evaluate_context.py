@@ -17,13 +17,15 @@ Historical, Family (a brat gold marks only true values: the others are false).
 import json
 import re
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 from .errors import EvaluationError
 from .filenames import lang_from_filename
 from .textfiles import document_name
-from .tsv import QUALIFIERS, Mention, TSVError, parse_flag, read_mentions
+from .io.records import QUALIFIERS, Mention
+from .tsv import TSVError, parse_flag, read_mentions
 
 BRAT_ATTRIBUTES = {"negated": "negated", "negation": "negated", "uncertain": "uncertain",
                    "uncertainty": "uncertain", "speculated": "uncertain", "speculation": "uncertain",
@@ -108,7 +110,7 @@ def read_qualified(path: Union[str, Path]) -> List[Mention]:
         mentions = read_mentions(path, aliases=True)
     except TSVError as err:
         raise EvaluationError(str(err)) from None
-    return [Mention(document_name(m.filename), *m.values[1:]) for m in mentions]
+    return [replace(m, filename=document_name(m.filename)) for m in mentions]
 
 
 def _language(mention: Mention) -> Optional[str]:

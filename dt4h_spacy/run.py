@@ -19,11 +19,10 @@ from tqdm import tqdm
 from .batch import error, report_failures
 from .io.parts import Parts, PartsError, parts_folder
 from .io.cdm import write_cdm_jsonl
-from .io.sinks import CDM_SUFFIX, MENTION_WRITERS, AnnotatedDoc, write_html
+from .io.records import AnnotatedDoc, Failure, Mention
+from .io.sinks import CDM_SUFFIX, MENTION_WRITERS, write_html
 from .io.sources import Source
 from .io.tables import TableError
-from .textfiles import Failure
-from .tsv import Mention
 
 COMMIT_SECONDS = 60.0
 

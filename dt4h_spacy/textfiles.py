@@ -14,37 +14,13 @@ import os
 import stat
 import tempfile
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple, Union
+from typing import IO, Dict, Iterable, Iterator, List, Tuple, Union
+
+from .io.records import Document, Failure
 
 TXT_SUFFIX = ".txt"
 BOM = "\ufeff"
-
-
-@dataclass(frozen=True)
-class Document:
-    """A document as read: ``name`` is the TSV's filename (a file's name without ``.txt``, a
-    table row's id), ``path`` says where it came from (a file, or ``table.csv row 7``),
-    ``lang`` is the language its table row gives, if any, and ``metadata`` the values of the
-    row's kept columns (``--keep-columns``: ``patient_id``…) as read, ints still ints."""
-
-    name: str
-    path: Union[str, Path]
-    text: str
-    lang: Optional[str] = None
-    metadata: Mapping[str, Any] = field(default_factory=dict, compare=False)
-
-
-@dataclass(frozen=True)
-class Failure:
-    """A file, folder or table row that could not be used, with a reason a person can act on."""
-
-    path: Union[str, Path]
-    reason: str
-
-    def __str__(self) -> str:
-        return f"{self.path}: {self.reason}"
 
 
 class UnreadableFile(Exception):

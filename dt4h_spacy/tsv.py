@@ -12,28 +12,13 @@ for every reader, so we do not rely on it.)
 """
 
 import csv
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import (
-    Any,
-    Dict,
-    Iterable,
-    Iterator,
-    List,
-    Mapping,
-    Optional,
-    Sequence,
-    Tuple,
-    Union,
-)
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
+from .io.records import QUALIFIERS, TSV_COLUMNS, Mention, sort_key, tsv_header, tsv_row
 from .textfiles import atomic_write
 
-COLUMNS = ("filename", "label", "start_span", "end_span", "text")
-SCORE_COLUMN = "score"  # optional, after text: readers that find columns by name ignore it
-# What the dt4h_context component says of a mention (medspaCy's names without ``is_``); the
-# columns are optional, written after text (and score) only on request.
-QUALIFIERS = ("negated", "uncertain", "hypothetical", "historical", "family")
+COLUMNS = TSV_COLUMNS
 TRUE_VALUES = ("true", "1", "yes", "y", "t")
 FALSE_VALUES = ("false", "0", "no", "n", "f")
 
@@ -45,53 +30,6 @@ NEEDS_QUOTES = ("\t", '"', "\n", "\r")
 
 class TSVError(ValueError):
     """A mention TSV that cannot be used as given; the message names the file and line."""
-
-
-@dataclass(frozen=True)
-class Mention:
-    """One row of a MultiClinAI TSV. ``start``/``end`` are character offsets, end exclusive.
-
-    ``score`` (the model's confidence, if known) and the :data:`QUALIFIERS` (``None`` when
-    no context component looked at the mention) are written only on request and are no part
-    of a mention's identity: a negated mention is still the same mention for NER scoring.
-    Nor is ``metadata``, its document's kept columns (``--keep-columns``, one mapping shared
-    by all the document's mentions), which the JSONL and Parquet outputs write beside each row.
-    """
-
-    filename: str
-    label: str
-    start: int
-    end: int
-    text: str
-    score: Optional[float] = field(default=None, compare=False)
-    negated: Optional[bool] = field(default=None, compare=False)
-    uncertain: Optional[bool] = field(default=None, compare=False)
-    hypothetical: Optional[bool] = field(default=None, compare=False)
-    historical: Optional[bool] = field(default=None, compare=False)
-    family: Optional[bool] = field(default=None, compare=False)
-    metadata: Optional[Mapping[str, Any]] = field(default=None, compare=False, repr=False)
-
-    @property
-    def key(self) -> Tuple[str, str, int, int]:
-        """What identifies a mention for scoring (the text column is not scored)."""
-        return (self.filename, self.label, self.start, self.end)
-
-    @property
-    def qualifiers(self) -> Dict[str, Optional[bool]]:
-        """The :data:`QUALIFIERS` by name, in that order."""
-        return {name: getattr(self, name) for name in QUALIFIERS}
-
-    @property
-    def values(self) -> Tuple[object, ...]:
-        """Every field in declaration order: ``Mention(*m.values) == m`` with all fields kept,
-        the compact row that run parts and Ray results carry."""
-        return (self.filename, self.label, self.start, self.end, self.text, self.score,
-                self.negated, self.uncertain, self.hypothetical, self.historical, self.family, self.metadata)
-
-
-def sort_key(mention: Mention) -> Tuple[str, int, int, str, str]:
-    """Rows in output order: by filename, then start (end, label, text only break ties)."""
-    return (mention.filename, mention.start, mention.end, mention.label, mention.text)
 
 
 def _parse_offset(value: str, column: str, where: str) -> int:
@@ -203,29 +141,11 @@ def format_rows(columns: Sequence[str], rows: Iterable[Sequence[object]]) -> str
     return "\n".join(lines) + "\n"
 
 
-def _flag(value: Optional[bool]) -> str:
-    return "" if value is None else "true" if value else "false"
-
-
-def _header(with_scores: bool, with_context: bool) -> Tuple[str, ...]:
-    return (*COLUMNS, *((SCORE_COLUMN,) if with_scores else ()), *(QUALIFIERS if with_context else ()))
-
-
-def _mention_rows(mentions: Iterable[Mention], with_scores: bool, with_context: bool) -> Iterator[Sequence[object]]:
-    for m in mentions:
-        row: Tuple[object, ...] = (m.filename, m.label, m.start, m.end, m.text)
-        if with_scores:
-            row = (*row, "" if m.score is None else f"{m.score:.4f}")
-        if with_context:
-            row = (*row, *(_flag(value) for value in m.qualifiers.values()))
-        yield row
-
-
 def format_mentions(mentions: Iterable[Mention], with_scores: bool = False, with_context: bool = False) -> str:
     """The TSV text for ``mentions`` (header included), in the order given; ``with_scores``
     adds a ``score`` column (4 decimals, empty when unknown) after ``text``, ``with_context``
     the :data:`QUALIFIERS` columns (``true``/``false``, empty when unknown) after those."""
-    return format_rows(_header(with_scores, with_context), _mention_rows(mentions, with_scores, with_context))
+    return format_rows(tsv_header(with_scores, with_context), (tsv_row(m, with_scores, with_context) for m in mentions))
 
 
 def write_sorted_mentions(path: Union[str, Path], mentions: Iterable[Mention], with_scores: bool = False,
@@ -234,9 +154,9 @@ def write_sorted_mentions(path: Union[str, Path], mentions: Iterable[Mention], w
     (see :func:`atomic_write`); returns how many were written. Columns as in :func:`format_mentions`."""
     count = 0
     with atomic_write(path) as handle:
-        handle.write("\t".join(_header(with_scores, with_context)) + "\n")
-        for row in _mention_rows(mentions, with_scores, with_context):
-            handle.write("\t".join(_field(value) for value in row) + "\n")
+        handle.write("\t".join(tsv_header(with_scores, with_context)) + "\n")
+        for mention in mentions:
+            handle.write("\t".join(_field(value) for value in tsv_row(mention, with_scores, with_context)) + "\n")
             count += 1
     return count
 

@@ -4,10 +4,9 @@ forks spaCy's workers, each running torch on one thread)."""
 from typing import Iterable, Iterator, Set, Union
 
 from ..batch import Pipelines
-from ..io.sinks import AnnotatedDoc
+from ..io.records import AnnotatedDoc, Document, Failure
 from ..io.sources import Source
 from ..run import Engine
-from ..textfiles import Document, Failure
 
 
 def skip_done(items: Iterable[Union[Document, Failure]], done: Set[str]) -> Iterator[Union[Document, Failure]]:

@@ -20,7 +20,7 @@ import pyarrow.csv
 import typer
 
 from ..batch import Pipelines, error
-from ..io.sinks import AnnotatedDoc
+from ..io.records import AnnotatedDoc, Document, Failure, mention_values, values_mention
 from ..io.sources import Source
 from ..io.tables import (
     FirstSeen,
@@ -31,8 +31,7 @@ from ..io.tables import (
     row_document,
 )
 from ..run import Engine
-from ..textfiles import Document, Failure, document_name, read_documents
-from ..tsv import Mention
+from ..textfiles import document_name, read_documents
 
 READ_CPUS = 0.25
 
@@ -111,7 +110,7 @@ class PipelineActor:
                 results[int(item.path)]["error"] = item.reason
             else:
                 results[int(item.path)]["mentions"] = json.dumps(
-                    [m.values[1:] for m in item.mentions], ensure_ascii=False, default=str)
+                    [mention_values(m, with_name=False) for m in item.mentions], ensure_ascii=False, default=str)
                 if item.metadata:
                     results[int(item.path)]["metadata"] = json.dumps(item.metadata, ensure_ascii=False, default=str)
         return pyarrow.Table.from_pylist(results, schema=pyarrow.schema(
@@ -213,7 +212,7 @@ def _results(batches: Iterator[pyarrow.Table], source: Source) -> Iterator[Union
                 yield checked
             elif not row["done"]:
                 metadata = json.loads(row["metadata"]) if row["metadata"] else {}
-                mentions = [Mention(checked.name, *values) for values in json.loads(row["mentions"])]
+                mentions = [values_mention(values, checked.name) for values in json.loads(row["mentions"])]
                 yield AnnotatedDoc(checked.name, "", "", mentions, metadata=metadata)
 
 

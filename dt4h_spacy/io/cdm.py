@@ -19,8 +19,7 @@ from typing import Any, Dict, Iterable, Mapping, Optional
 
 from .. import __version__
 from ..textfiles import atomic_write
-from ..tsv import Mention
-from .sinks import AnnotatedDoc
+from .records import AnnotatedDoc, Mention
 
 PIPELINE_NAME = "dt4h_spacy"
 

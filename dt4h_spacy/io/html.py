@@ -10,16 +10,13 @@ import bisect
 import html
 import re
 import warnings
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from spacy import displacy
 
 from ..colors import DISPLACY_COLORS
 from ..spans import non_overlapping
-from ..tsv import Mention
-
-if TYPE_CHECKING:
-    from .sinks import AnnotatedDoc
+from .records import AnnotatedDoc, Mention
 
 PAGE = """<!DOCTYPE html>
 <html lang="{lang}">
@@ -42,7 +39,7 @@ SECTION = """<section id="{anchor}" style="margin-bottom: 3rem">
 </section>"""
 
 
-def render_page(documents: Sequence["AnnotatedDoc"], title: str, spans: bool = False) -> str:
+def render_page(documents: Sequence[AnnotatedDoc], title: str, spans: bool = False) -> str:
     """The HTML page: one section per document. By default the mentions ``doc.ents`` would hold
     (:func:`~dt4h_spacy.spans.non_overlapping`) as displaCy ``<mark>`` elements; with ``spans``,
     every mention, overlapping ones stacked (displaCy ``style="span"``), as multilabel

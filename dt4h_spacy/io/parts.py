@@ -21,7 +21,7 @@ from contextlib import suppress
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Set, Tuple
 
-from ..tsv import Mention, sort_key
+from .records import Mention, mention_values, sort_key, values_mention
 
 FAN_IN = 64
 JOB_FILE = "job.json"
@@ -85,7 +85,7 @@ def _write_run(path: Path, documents: Iterable[str], mentions: Iterable[Mention]
     with open(path, "w", encoding="utf-8", newline="\n") as handle:
         handle.write(json.dumps(header, ensure_ascii=False, default=str) + "\n")
         for m in mentions:
-            handle.write(json.dumps(m.values, ensure_ascii=False, default=str) + "\n")
+            handle.write(json.dumps(mention_values(m), ensure_ascii=False, default=str) + "\n")
         handle.flush()
         os.fsync(handle.fileno())
 
@@ -103,7 +103,7 @@ def _read_mentions(path: Path) -> Iterator[Mention]:
     with open(path, encoding="utf-8") as handle:
         handle.readline()
         for line in handle:
-            yield Mention(*json.loads(line))
+            yield values_mention(json.loads(line))
 
 
 class Parts:

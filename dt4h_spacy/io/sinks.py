@@ -9,44 +9,18 @@ memory stays flat and an interrupted run never leaves a truncated OUTPUT.
 """
 
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Union
+from typing import Callable, Dict, Iterable, List, Optional, Sequence
 
 import pyarrow
 import pyarrow.parquet
 
 from ..textfiles import atomic_write
-from ..tsv import QUALIFIERS, Mention, write_sorted_mentions
+from ..tsv import write_sorted_mentions
 from .html import render_page
+from .records import CONTEXT_SCHEMA, FIELDS, QUALIFIERS, SCHEMA, AnnotatedDoc, Mention, mention_record
 
-FIELDS = ("id", "label", "start", "end", "text", "score")
-SCHEMA = pyarrow.schema([("id", pyarrow.string()), ("label", pyarrow.string()), ("start", pyarrow.int64()),
-                         ("end", pyarrow.int64()), ("text", pyarrow.string()), ("score", pyarrow.float64())])
-CONTEXT_SCHEMA = pyarrow.schema([(name, pyarrow.bool_()) for name in QUALIFIERS])
 PARQUET_ROWS = 65536
-
-
-@dataclass(frozen=True)
-class AnnotatedDoc:
-    """A document after annotation: what every sink needs (the HTML page also the text);
-    ``path`` and ``metadata`` (its kept columns) as in :class:`~dt4h_spacy.textfiles.Document`."""
-
-    name: str
-    text: str
-    lang: str
-    mentions: List[Mention]
-    path: Union[str, Path] = ""
-    metadata: Mapping[str, Any] = field(default_factory=dict)
-
-
-def mention_record(m: Mention, kept: Sequence[str] = (), with_context: bool = False) -> Dict[str, object]:
-    record = dict(zip(FIELDS, (m.filename, m.label, m.start, m.end, m.text, m.score)))
-    if with_context:
-        record.update(m.qualifiers)
-    metadata = m.metadata or {}
-    record.update((name, metadata.get(name)) for name in kept)
-    return record
 
 
 def write_jsonl(path: Path, mentions: Iterable[Mention], with_scores: bool = True,

@@ -11,8 +11,9 @@ from typing import Dict, Iterator, List, Optional, Union
 
 import pyarrow
 
-from ..textfiles import Document, Failure, find_txt_files, read_documents
+from ..textfiles import find_txt_files, read_documents
 from .parts import content_identity
+from .records import Document, Failure
 from .tables import (
     Columns,
     check_table,

@@ -21,7 +21,8 @@ import pyarrow.csv
 import pyarrow.json
 import pyarrow.parquet
 
-from ..textfiles import Document, Failure, decoding_advice
+from ..textfiles import decoding_advice
+from .records import Document, Failure
 
 TABLE_SUFFIXES = (".parquet", ".csv", ".tsv", ".jsonl")
 BATCH_ROWS = 1024

@@ -32,11 +32,10 @@ from .. import __version__
 from ..batch import Pipelines, model_label, served_languages
 from ..component import DiseaseRecognizer
 from ..io.cdm import cdm_failure, cdm_object, concept_class
-from ..io.sinks import AnnotatedDoc, mention_record
+from ..io.records import AnnotatedDoc, Document, Failure, mention_record
 from ..langdetect import check_languages
 from ..pipes.context import ContextQualifier
 from ..routing import language_code
-from ..textfiles import Document, Failure
 from .batching import MicroBatcher, QueueFull, Result
 from .limits import ServeSettings, read_api_key
 

@@ -13,8 +13,7 @@ import concurrent.futures
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional, Sequence, Union
 
-from ..io.sinks import AnnotatedDoc
-from ..textfiles import Document, Failure
+from ..io.records import AnnotatedDoc, Document, Failure
 
 Result = Union[AnnotatedDoc, Failure]
 Annotate = Callable[[Sequence[Document]], List[Result]]

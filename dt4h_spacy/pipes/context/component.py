@@ -34,7 +34,7 @@ from spacy.util import minibatch
 from ... import extensions  # noqa: F401 - registers doc._.dt4h_lang
 from ...sentences import sentence_starts
 from ...spans import word_tokens
-from ...tsv import QUALIFIERS
+from ...io.records import QUALIFIERS
 from .rules import ATTRIBUTES, PACKAGED_LANGUAGES, ContextRule, load_rules, parse_rule
 
 CUES = "dt4h_cues"
