@@ -54,20 +54,20 @@ from .corpus import (
     write_docbins,
 )
 from .engines.local import local_engine
-from .errors import CheckpointError, EvaluationError
+from .errors import CheckpointError, EvaluationError, RecordError
 from .evaluate import evaluate, format_table, strict_errors
 from .evaluate_context import evaluate_context, format_context_table, read_qualified
 from .inference import PRECISIONS
 from .io.cdm import RECORD_FIELDS
 from .io.parts import content_identity
-from .io.sinks import CDM_SUFFIX, output_kind
+from .io.sinks import CDM_SUFFIX, output_kind, read_output
 from .io.tables import Columns, table_columns
 from .run import run_job
 from .serve.limits import ServeSettings
 from .textfiles import atomic_write
 from .training.command import TRAIN_CONTEXT, train_command
 from .io.records import tsv_header, tsv_row
-from .tsv import TSVError, format_rows, read_mentions
+from .tsv import TSVError, format_rows
 from .visualize import visualize_command
 
 app = typer.Typer(
@@ -228,9 +228,16 @@ def predict_command(
 
 @app.command("evaluate")
 def evaluate_command(
-    gold: Annotated[Path, typer.Argument(metavar="GOLD", help="Gold MultiClinAI TSV.", show_default=False)],
-    pred: Annotated[Path, typer.Argument(metavar="PRED", help="Predicted MultiClinAI TSV.", show_default=False)],
+    gold: Annotated[Path, typer.Argument(
+        metavar="GOLD", help="Gold mentions: a MultiClinAI TSV (or DisTEMIST's columns), or a .jsonl/.parquet with "
+                             "predict's mention columns (id, label, start, end).", show_default=False)],
+    pred: Annotated[Path, typer.Argument(
+        metavar="PRED", help="Predicted mentions: predict's .tsv, .jsonl or .parquet OUTPUT.", show_default=False)],
     entity: EntityOption = None,
+    only_gold_docs: Annotated[bool, typer.Option(
+        "--only-gold-docs", help="Score only the documents GOLD has mentions of (predictions on a whole extract "
+                                 "against gold for part of it); the table says how many predicted documents were "
+                                 "left out.")] = False,
     output: Annotated[Optional[Path], typer.Option(
         "--output", "-o", help="Write the full metrics JSON (official keys, per_lang, per_file) to this file.",
         show_default=False)] = None,
@@ -245,16 +252,17 @@ def evaluate_command(
     Prints a per-language table of strict and character-overlap P/R/F1. Strict: exact
     (filename, label, start, end), one-to-one. char_f1: best character-overlap F1 per gold
     span (recall) and per predicted span (precision). Duplicate predictions count once.
-    File names match with or without .txt; GOLD may use DisTEMIST columns. Exit code 1 for
-    a malformed file (the message names the line) or files that share no document.
+    File names match with or without .txt; GOLD may use DisTEMIST columns; .jsonl and
+    .parquet files are read by predict's columns (id as the file name). Exit code 1 for a
+    malformed file (the message names the line or row) or files that share no document.
     """
     try:
-        gold_rows = read_mentions(gold, aliases=True)
-        pred_rows = read_mentions(pred, aliases=True)
+        gold_rows = read_output(gold)
+        pred_rows = read_output(pred)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            result = evaluate(gold_rows, pred_rows, entity)
-    except (TSVError, EvaluationError) as err:
+            result = evaluate(gold_rows, pred_rows, entity, only_gold_docs)
+    except (TSVError, RecordError, EvaluationError) as err:
         error(str(err))
         raise typer.Exit(1) from err
     for warning in caught:
@@ -266,7 +274,7 @@ def evaluate_command(
             handle.write(text + "\n")
         typer.echo(f"metrics written to {output}", err=True)
     if errors is not None:
-        found = strict_errors(gold_rows, pred_rows, entity)
+        found = strict_errors(gold_rows, pred_rows, entity, only_gold_docs)
         with atomic_write(errors) as handle:
             handle.write(format_rows((*tsv_header(), "error"), [(*tsv_row(m), kind) for kind, m in found]))
         typer.echo(f"{len(found)} errors written to {errors}", err=True)

@@ -15,7 +15,9 @@ Definitions follow ``src/evaluate.py`` of the shared task's MultiClinAIEval repo
 
 Two conveniences the official scorer lacks, because they otherwise surface only as a silent
 0: a file name matches with or without ``.txt`` (``convert`` accepts both), and gold and
-predictions that share no document are an error rather than a score.
+predictions that share no document are an error rather than a score. And one option:
+``only_gold_docs`` scores only the documents the gold has mentions of (predictions on a whole
+extract against gold for part of it), saying how many predicted documents it left out.
 
 The official scorer compares every pair of spans in a document; we compare only spans of
 the same (file, label) group whose extents can overlap, which gives the same scores. The
@@ -34,7 +36,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 from .errors import EvaluationError
 from .filenames import lang_from_filename
 from .io.records import Mention, sort_key
-from .tsv import read_mentions
+from .io.sinks import read_output
 
 ROUND = 4
 
@@ -138,15 +140,25 @@ def _document(mention: Mention) -> Mention:
     return replace(mention, filename=mention.filename[:-4]) if mention.filename.endswith(".txt") else mention
 
 
-def _scored(gold: Iterable[Mention], pred: Iterable[Mention], entity: Optional[str]) -> Tuple[List[Mention], List[Mention]]:
+def _scored(gold: Iterable[Mention], pred: Iterable[Mention], entity: Optional[str],
+            only_gold_docs: bool = False) -> Tuple[List[Mention], List[Mention]]:
     """The rows that are scored: files named without ``.txt``, predictions counted once,
-    only ``entity``'s rows when one is given."""
+    only those of documents with gold mentions (``only_gold_docs``), only ``entity``'s rows
+    when one is given."""
     gold = [_document(m) for m in gold]
     pred = _dedupe(_document(m) for m in pred)
+    if only_gold_docs:
+        pred = _in_gold_docs(gold, pred)[0]
     if entity:
         gold = [m for m in gold if m.label == entity]
         pred = [m for m in pred if m.label == entity]
     return gold, pred
+
+
+def _in_gold_docs(gold: List[Mention], pred: List[Mention]) -> Tuple[List[Mention], List[Mention]]:
+    """``pred`` split into the mentions of documents the gold has mentions of, and the rest."""
+    documents = {m.filename for m in gold}
+    return [m for m in pred if m.filename in documents], [m for m in pred if m.filename not in documents]
 
 
 def _check_inputs(gold: List[Mention], pred: List[Mention], entity: Optional[str],
@@ -168,7 +180,8 @@ def _check_inputs(gold: List[Mention], pred: List[Mention], entity: Optional[str
         )
 
 
-def evaluate(gold: List[Mention], pred: List[Mention], entity: Optional[str] = None) -> Dict[str, Any]:
+def evaluate(gold: List[Mention], pred: List[Mention], entity: Optional[str] = None,
+             only_gold_docs: bool = False) -> Dict[str, Any]:
     """Official MultiClinAI metrics of ``pred`` against ``gold`` plus per-language/per-file ones.
 
     Returns ``{"entity", "strict": {precision, recall, f1, tp, fp, fn}, "char_f1":
@@ -180,11 +193,18 @@ def evaluate(gold: List[Mention], pred: List[Mention], entity: Optional[str] = N
     computes them on a file of several labels).
     File names are compared without ``.txt``. Raises :class:`EvaluationError` when gold and
     predictions share no document; warns (``UserWarning``) when ``entity`` matches no row.
+    ``only_gold_docs`` scores only the predictions on documents the gold has mentions of and
+    adds ``"left_out": {"documents", "mentions"}``: the predicted documents (and their
+    mentions, counted once) it left out.
     """
     gold_labels = [m.label for m in gold]
     pred_labels = [m.label for m in pred]
+    every_gold = [_document(m) for m in gold]
     gold, pred = _scored(gold, pred, entity)
     _check_inputs(gold, pred, entity, gold_labels, pred_labels)
+    left_out: List[Mention] = []
+    if only_gold_docs:
+        pred, left_out = _in_gold_docs(every_gold, pred)
 
     groups: Dict[Tuple[str, str], Tuple[List[Tuple[int, int]], List[Tuple[int, int]]]] = defaultdict(lambda: ([], []))
     for mention in gold:
@@ -212,14 +232,18 @@ def evaluate(gold: List[Mention], pred: List[Mention], entity: Optional[str] = N
     result["per_lang"] = {lang: per_lang[lang].metrics() for lang in sorted(per_lang)}
     result["per_label"] = {label: per_label[label].metrics() for label in sorted(per_label)}
     result["per_file"] = {name: per_file[name].metrics() for name in sorted(per_file)}
+    if only_gold_docs:
+        result["left_out"] = {"documents": len({m.filename for m in left_out}), "mentions": len(left_out)}
     return result
 
 
-def evaluate_files(gold_path: Union[str, Path], pred_path: Union[str, Path],
-                   entity: Optional[str] = None) -> Dict[str, Any]:
-    """:func:`evaluate` on two TSV files, in the MultiClinAI or DisTEMIST columns as ``convert``
-    reads them; raises :class:`~dt4h_spacy.tsv.TSVError` for bad rows."""
-    return evaluate(read_mentions(gold_path, aliases=True), read_mentions(pred_path, aliases=True), entity)
+def evaluate_files(gold_path: Union[str, Path], pred_path: Union[str, Path], entity: Optional[str] = None,
+                   only_gold_docs: bool = False) -> Dict[str, Any]:
+    """:func:`evaluate` on two files as ``predict`` writes them (see
+    :func:`~dt4h_spacy.io.sinks.read_output`): TSV in the MultiClinAI or DisTEMIST columns as
+    ``convert`` reads them, ``.jsonl`` or ``.parquet``; raises
+    :class:`~dt4h_spacy.tsv.TSVError` or :class:`~dt4h_spacy.errors.RecordError` for bad rows."""
+    return evaluate(read_output(Path(gold_path)), read_output(Path(pred_path)), entity, only_gold_docs)
 
 
 TABLE_COLUMNS = ("strict P", "strict R", "strict F1", "char P", "char R", "char F1", "gold", "predicted")
@@ -232,6 +256,10 @@ def format_table(result: Dict[str, Any]) -> str:
     tables = [_table("language", [*result["per_lang"].items(), ("**all**", result)])]
     if len(result.get("per_label", {})) > 1:
         tables.append(_table("label", [*result["per_label"].items(), ("**micro**", result)]))
+    if "left_out" in result:
+        left_out = result["left_out"]
+        tables.append(f"Scored only the documents with gold mentions (--only-gold-docs): {left_out['documents']} "
+                      f"predicted document(s) with {left_out['mentions']} mention(s) left out.\n")
     return "\n".join(tables)
 
 
@@ -245,11 +273,12 @@ def _table(first: str, rows: Sequence[Tuple[str, Dict[str, Any]]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def strict_errors(gold: List[Mention], pred: List[Mention], entity: Optional[str] = None) -> List[Tuple[str, Mention]]:
+def strict_errors(gold: List[Mention], pred: List[Mention], entity: Optional[str] = None,
+                  only_gold_docs: bool = False) -> List[Tuple[str, Mention]]:
     """The strict score's mistakes, for error analysis: ``("FP", m)`` for a prediction that
     matches no gold mention, ``("FN", m)`` for a gold mention no prediction matches; sorted
     by document and offset. Rows are taken as :func:`evaluate` scores them (:func:`_scored`)."""
-    gold, pred = _scored(gold, pred, entity)
+    gold, pred = _scored(gold, pred, entity, only_gold_docs)
     unmatched_gold = Counter(m.key for m in gold)
     unmatched_pred = Counter(m.key for m in pred)
     matched = unmatched_gold & unmatched_pred

@@ -14,17 +14,17 @@ name the qualifier: Negated/Negation, Uncertain/Uncertainty/Speculated/Possible,
 Historical, Family (a brat gold marks only true values: the others are false).
 """
 
-import json
 import re
 from collections import defaultdict
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
-from .errors import EvaluationError
+from .errors import EvaluationError, RecordError
 from .filenames import lang_from_filename
 from .textfiles import document_name
 from .io.records import QUALIFIERS, Mention
+from .io.sinks import read_jsonl
 from .tsv import TSVError, parse_flag, read_mentions
 
 BRAT_ATTRIBUTES = {"negated": "negated", "negation": "negated", "uncertain": "uncertain",
@@ -62,25 +62,25 @@ def _brat_file(path: Path) -> List[Mention]:
             for tid, (label, start, end, text) in spans.items()]
 
 
+def _qualified_row(row: Mapping[str, Any], where: str) -> Mention:
+    """A JSONL object as a qualified mention: labels may be missing (another annotation scheme),
+    qualifiers may be written as text, a ``lang`` field names the language."""
+    name = row.get("id", row.get("filename"))
+    try:
+        start, end = int(row["start"]), int(row["end"])
+    except (ValueError, KeyError, TypeError) as err:
+        raise EvaluationError(f"{where}: not a mention object with id (or filename), start and end "
+                              f"({type(err).__name__}: {err})") from None
+    flags = {q: _flag(row.get(q), q, where) for q in QUALIFIERS}
+    return Mention(document_name(str(name)), str(row.get("label", "")), start, end, str(row.get("text", "")),
+                   metadata={"lang": row["lang"]} if row.get("lang") else None, **flags)
+
+
 def _jsonl(path: Path) -> List[Mention]:
-    mentions: List[Mention] = []
-    with open(path, encoding="utf-8-sig") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"{path} line {number}"
-            try:
-                row = json.loads(line)
-                name = row.get("id", row.get("filename"))
-                start, end = int(row["start"]), int(row["end"])
-            except (ValueError, KeyError, TypeError, AttributeError) as err:
-                raise EvaluationError(f"{where}: not a mention object with id (or filename), start and end "
-                                      f"({type(err).__name__}: {err})") from None
-            flags = {q: _flag(row.get(q), q, where) for q in QUALIFIERS}
-            mention = Mention(document_name(str(name)), str(row.get("label", "")), start, end, str(row.get("text", "")),
-                              metadata={"lang": row["lang"]} if row.get("lang") else None, **flags)
-            mentions.append(mention)
-    return mentions
+    try:
+        return read_jsonl(path, _qualified_row)
+    except RecordError as err:
+        raise EvaluationError(str(err)) from None
 
 
 def _flag(value: Any, column: str, where: str) -> Optional[bool]:

@@ -1,24 +1,36 @@
-"""Where annotations go, chosen by OUTPUT's extension.
+"""Where annotations go, chosen by OUTPUT's extension, and reading the mention outputs back.
 
 ``.tsv`` is the MultiClinAI TSV (filename = the document's name or id); ``.jsonl`` and
 ``.parquet`` hold one row per mention with ``id, label, start, end, text, score``, then
 (``--context``) ``negated, uncertain, hypothetical, historical, family``, then the document's kept columns (``--keep-columns``), Parquet in their Arrow types; ``.html``
 is a displaCy page of the documents. The mention writers take rows already in output order
 and write them one at a time to a temporary file that replaces OUTPUT once complete, so
-memory stays flat and an interrupted run never leaves a truncated OUTPUT.
+memory stays flat and an interrupted run never leaves a truncated OUTPUT. :func:`read_output`
+reads a ``.tsv``, ``.jsonl`` or ``.parquet`` OUTPUT back as mentions (``evaluate`` scores them).
 """
 
 import json
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence
 
 import pyarrow
 import pyarrow.parquet
 
+from ..errors import RecordError
 from ..textfiles import atomic_write
-from ..tsv import write_sorted_mentions
+from ..tsv import read_mentions, write_sorted_mentions
 from .html import render_page
-from .records import CONTEXT_SCHEMA, FIELDS, QUALIFIERS, SCHEMA, AnnotatedDoc, Mention, mention_record
+from .records import (
+    CONTEXT_SCHEMA,
+    FIELDS,
+    QUALIFIERS,
+    RESERVED,
+    SCHEMA,
+    AnnotatedDoc,
+    Mention,
+    mention_record,
+    record_mention,
+)
 
 PARQUET_ROWS = 65536
 
@@ -98,3 +110,65 @@ def write_html(path: Path, documents: Sequence[AnnotatedDoc], title: str, spans:
     """The standalone displaCy page of ``documents``, sorted by name (see :func:`.html.render_page`)."""
     with atomic_write(path) as handle:
         handle.write(render_page(sorted(documents, key=lambda d: d.name), title, spans))
+
+
+# ------------------------------------------------------------------ reading mentions back
+
+
+def read_jsonl(path: Path, row_mention: Callable[[Mapping[str, Any], str], Mention] = record_mention) -> List[Mention]:
+    """The mentions of a ``.jsonl`` OUTPUT, in file order (kept columns left out); blank lines
+    are skipped; ``row_mention(object, where)`` reads each line's object. Raises
+    :class:`~dt4h_spacy.errors.RecordError` naming the line of a bad row."""
+    mentions: List[Mention] = []
+    try:
+        with open(path, encoding="utf-8-sig") as handle:
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                where = f"{path} line {number}"
+                try:
+                    record = json.loads(line)
+                except ValueError as err:
+                    raise RecordError(f"{where}: not JSON ({err}); each line must be one mention object") from None
+                if not isinstance(record, dict):
+                    raise RecordError(f"{where}: not a JSON object; each line must be one mention object")
+                mentions.append(row_mention(record, where))
+    except UnicodeDecodeError as err:
+        raise RecordError(f"{path}: not valid UTF-8 ({err.reason} at byte {err.start})") from None
+    except OSError as err:
+        raise RecordError(f"{path}: cannot read ({err.strerror or err})") from None
+    return mentions
+
+
+def read_parquet(path: Path) -> List[Mention]:
+    """The mentions of a ``.parquet`` OUTPUT, in row order, reading only the mention columns."""
+    try:
+        table = pyarrow.parquet.ParquetFile(path)
+    except (OSError, pyarrow.ArrowInvalid) as err:
+        raise RecordError(f"{path}: cannot read it as Parquet ({err})") from None
+    columns = [name for name in table.schema_arrow.names if name in RESERVED or name == "filename"]
+    mentions: List[Mention] = []
+    for batch in table.iter_batches(columns=columns):
+        for record in batch.to_pylist():
+            mentions.append(record_mention(record, f"{path} row {len(mentions) + 1}"))
+    return mentions
+
+
+def read_tsv(path: Path) -> List[Mention]:
+    """The mentions of a MultiClinAI TSV (or one in DisTEMIST's columns)."""
+    return read_mentions(path, aliases=True)
+
+
+MENTION_READERS: Dict[str, Callable[[Path], List[Mention]]] = {".tsv": read_tsv, ".jsonl": read_jsonl,
+                                                              ".parquet": read_parquet}
+
+
+def read_output(path: Path) -> List[Mention]:
+    """The mentions of a file ``predict`` writes (by extension, as :func:`output_kind` chooses),
+    or of any file with the same columns. Raises :class:`~dt4h_spacy.errors.RecordError` (or
+    :class:`~dt4h_spacy.tsv.TSVError`) naming the file and row of what cannot be read."""
+    kind = output_kind(path)
+    if kind not in MENTION_READERS:
+        raise RecordError(f"{path}: a {kind} file holds no mention rows to read; give a .tsv, .jsonl or .parquet "
+                          "file (predict writes them by OUTPUT's extension)")
+    return MENTION_READERS[kind](path)
