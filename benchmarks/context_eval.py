@@ -1,14 +1,15 @@
 """dt4h_context against gold negation/uncertainty, beside negspacy's ``es_clinical`` termset.
 
-Spanish: NUBes (Vicomtech/NUBes-negation-uncertainty-biomedical-corpus, CC BY-SA 4.0; read
-from a local copy, never shipped). Its brat files hold one sentence a line; cues carry
+Spanish: NUBes and IULA+ (both in Vicomtech/NUBes-negation-uncertainty-biomedical-corpus, CC BY-SA
+3.0 ES; read from a local copy, never shipped). IULA+ is the IULA-SCRC clinical records
+re-annotated with the NUBes guidelines, a second held-out set from other hospitals' notes. Its brat files hold one sentence a line; cues carry
 ``Scope`` (and ``DiscScope``) relations to the span they govern. A mention is every ``DISO``
 annotation plus every other occurrence, on a word boundary, of a DISO surface form (4+
 characters) annotated in the same part (so affirmed mentions are scored too: NUBes marks
 findings only inside scopes). Its gold ``negated`` (``uncertain``) is whether it lies inside
 the scope of a ``NegSynMarker``/``NegLexMarker`` (``UncertSynMarker``/``UncertLexMarker``).
 SAMPLE-001..007 are the development part (rules were reviewed on it); SAMPLE-008..010 are
-held out (scored, never looked at while writing rules).
+held out (scored, never looked at while writing rules), and so is IULA+.
 
 Italian and Romanian: ``benchmarks/data/context_{it,ro}.jsonl``, sentences we wrote, one
 mention each with its gold attributes.
@@ -54,8 +55,19 @@ def _ann(path: Path):
 
 def nubes_items(root: Path, samples: List[str]) -> List[Item]:
     """One item per NUBes sentence with at least one mention (see the module docstring)."""
-    files = [p for s in samples for p in sorted((root / "NUBes" / s).glob("*.ann"))]
-    parsed = [(p, p.with_suffix(".txt").read_text(encoding="utf-8"), *_ann(p)) for p in files]
+    return brat_items([p for s in samples for p in sorted((root / "NUBes" / s).glob("*.ann"))])
+
+
+def iula_items(root: Path) -> List[Item]:
+    """IULA+ (same brat scheme as NUBes, one sentence a line)."""
+    return brat_items(sorted((root / "IULA+").glob("*.ann")))
+
+
+def brat_items(files: List[Path]) -> List[Item]:
+    """One item per sentence (line) of ``files`` with at least one mention; DISO forms are
+    collected over ``files`` together. Texts are read byte for byte, because brat offsets
+    count the ``\\r`` of IULA+'s CRLF line ends."""
+    parsed = [(p, p.with_suffix(".txt").read_bytes().decode("utf-8"), *_ann(p)) for p in files]
     forms = {text[s:e].lower() for _, text, spans, _ in parsed for label, s, e in spans.values()
              if label == "DISO" and e - s >= 4}
     pattern = re.compile(r"(?<!\w)(" + "|".join(sorted(map(re.escape, forms), key=len, reverse=True)) + r")(?!\w)",
@@ -147,6 +159,7 @@ def main() -> None:
                                  "load_start": load, "results": {}}
     sets = {"es-dev (NUBes 001-007)": ("es", nubes_items(args.nubes, DEV)),
             "es-held-out (NUBes 008-010)": ("es", nubes_items(args.nubes, HELD_OUT)),
+            "es-held-out (IULA+)": ("es", iula_items(args.nubes)),
             "it (ours)": ("it", written_items("it")), "ro (ours)": ("ro", written_items("ro"))}
     for title, (lang, items) in sets.items():
         systems = {"dt4h_context": ours(lang)}

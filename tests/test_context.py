@@ -98,6 +98,36 @@ def test_spanish_ruling_out_in_the_past_negates_and_its_negation_is_uncertain():
     assert qualify("Desde el ingreso , ha cedido el dolor .", ["dolor"])["dolor"] == ({"is_negated"}, ["ha cedido"])
 
 
+def test_a_conjunction_ends_a_scope_unless_the_trigger_governs_a_list():
+    # "niega", "se descarta" and plural backward cues govern the coordinated list ...
+    found = qualify("Niega síncope y hemoptisis .", ["síncope", "hemoptisis"])
+    assert found == {"síncope": ({"is_negated"}, ["Niega"]), "hemoptisis": ({"is_negated"}, ["Niega"])}
+    found = qualify("Se descarta TVP y quiste de Baker .", ["quiste de Baker"])
+    assert found["quiste de Baker"] == ({"is_negated"}, ["Se descarta"])
+    found = qualify("Hemocultivos y urocultivos negativos .", ["Hemocultivos"])
+    assert found["Hemocultivos"] == ({"is_negated"}, ["negativos"])
+    # ... "no"/"sin" and a singular cue do not: after "y" comes another clause.
+    found = qualify("No fiebre y el dolor en franca mejoría .", ["fiebre", "dolor"])
+    assert found["fiebre"][0] == {"is_negated"} and found["dolor"] == (set(), [])
+    assert qualify("Disnea y urocultivo negativo .", ["Disnea"])["Disnea"] == (set(), [])
+    # "pero" still ends a list trigger's scope.
+    assert qualify("Niega disnea pero tiene tos .", ["tos"])["tos"] == (set(), [])
+
+
+def test_a_zero_scope_negates_only_the_triggers_own_words():
+    # "sin cambios" / "sin mejoría": the change is absent, the finding it is about is not.
+    found = qualify("Sin cambios en el derrame pleural . Dolor sin mejoría de la disnea .",
+                    ["cambios", "derrame pleural", "mejoría", "disnea"])
+    assert found["cambios"] == ({"is_negated"}, ["Sin cambios"])
+    assert found["mejoría"] == ({"is_negated"}, ["sin mejoría"])
+    assert found["derrame pleural"] == (set(), []) and found["disnea"] == (set(), [])
+
+
+def test_stopping_a_treatment_negates_it_but_not_its_cause():
+    found = qualify("Se suspende el tratamiento por diarrea .", ["tratamiento", "diarrea"])
+    assert found == {"tratamiento": ({"is_negated"}, ["Se suspende"]), "diarrea": (set(), [])}
+
+
 def test_doc_sents_are_used_when_a_pipe_set_them():
     # The sentencizer does not split at a line break, our own splitter does.
     text = "No edemas\nvarices"
@@ -155,7 +185,10 @@ def test_token_patterns_match_too(tmp_path):
     ({"pattern": "no", "category": "NEGATED_EXISTENCE", "direction": "FORWARD"}, "pattern must be a non-empty list"),
     ({"category": "NEGATED_EXISTENCE", "direction": "FORWARD"}, 'exactly one of "literal"'),
     ({"literal": "x", "category": "FAMILY", "direction": "FORWARD", "scope": 3}, r"unknown key\(s\) \['scope'\]"),
-    ({"literal": "x", "category": "FAMILY", "direction": "FORWARD", "max_scope": 0}, "max_scope must be"),
+    ({"literal": "x", "category": "FAMILY", "direction": "FORWARD", "max_scope": -1}, "max_scope must be"),
+    ({"literal": "x", "category": "TERMINATE", "lists": True}, "lists is for qualifying triggers, not TERMINATE"),
+    ({"literal": "x", "category": "FAMILY", "direction": "FORWARD", "conjunction": True}, "conjunction is for TERMINATE"),
+    ({"literal": "x", "category": "TERMINATE", "conjunction": "yes"}, "conjunction must be true or false"),
 ])
 def test_a_bad_rule_is_an_error_at_add_pipe_naming_file_and_line(tmp_path, rule, message):
     good = {"literal": "sin", "category": "NEGATED_EXISTENCE", "direction": "FORWARD"}

@@ -6,7 +6,8 @@ per-language rule files (:mod:`.rules`) are matched with spaCy's ``PhraseMatcher
 ``LOWER`` or ``NORM``) and ``Matcher``; where matches overlap the longest wins, so a pseudo
 trigger ("no se descarta", "non escluso") blocks the shorter triggers inside it. A trigger's
 scope runs forward, backward or both from it, inside its sentence, up to its ``max_scope``
-tokens, and stops at a terminating phrase ("pero", "ma", "dar"); negation and uncertainty
+tokens, and stops at a terminating phrase ("pero", "ma", "dar"; a conjunction such as "y" stops
+only triggers that do not govern lists); negation and uncertainty
 triggers end each other's scopes (a backward scope also stops at punctuation and at an
 earlier trigger of its own category). A target
 span (``doc.ents`` and/or ``doc.spans[key]``) that a scope overlaps takes that category's
@@ -171,8 +172,8 @@ class ContextQualifier(Pipe):
         found: List[Trigger] = []
         for rule, start, end in qualifying:
             first, last = bounds[sentence[start]]
-            limit = rule.max_scope or self.cfg["max_scope"] or len(doc)
-            barriers = [(s, e) for r, s, e in stops] + (
+            limit = rule.max_scope if rule.max_scope is not None else self.cfg["max_scope"] or len(doc)
+            barriers = [(s, e) for r, s, e in stops if not (rule.lists and r.conjunction)] + (
                 [(s, e) for r, s, e in qualifying if r.category != rule.category and r.category in EXISTENCE]
                 if self.cfg["terminate_on_other_categories"] and rule.category in EXISTENCE else [])
             scope_start, scope_end = start, end

@@ -4,8 +4,12 @@ A file looks like ``{"language": "es", "rules": [{"literal": "sin", "category":
 "NEGATED_EXISTENCE", "direction": "FORWARD"}, ...]}``. A rule has a ``literal`` (matched
 case-insensitively, token by token) or a ``pattern`` (a spaCy ``Matcher`` token pattern),
 a ``category``, a ``direction`` (implied for ``PSEUDO`` and ``TERMINATE``), an optional
-``max_scope`` in tokens and an optional ``comment``. Errors name the file and the line the
-rule starts on, because rule files are edited by hand.
+``max_scope`` in tokens (0: only the trigger's own words past its head, so "sin cambios"
+negates the changes and not what follows) and an optional ``comment``. A termination may be
+a ``conjunction`` ("y", "o"): it ends every scope except those of triggers marked ``lists``,
+which govern a coordinated list ("niega síncope y hemoptisis", "hemocultivos y urocultivos
+negativos"). Errors name the file and the line the rule starts on, because rule files are
+edited by hand.
 """
 
 import json
@@ -23,7 +27,7 @@ DIRECTIONS = ("FORWARD", "BACKWARD", "BIDIRECTIONAL", "TERMINATE", "PSEUDO")
 ATTRIBUTES: Dict[str, str] = {"NEGATED_EXISTENCE": "is_negated", "POSSIBLE_EXISTENCE": "is_uncertain",
                               "HYPOTHETICAL": "is_hypothetical", "HISTORICAL": "is_historical", "FAMILY": "is_family"}
 IMPLIED_DIRECTIONS = {"PSEUDO": "PSEUDO", "TERMINATE": "TERMINATE"}
-KEYS = ("literal", "pattern", "category", "direction", "max_scope", "comment")
+KEYS = ("literal", "pattern", "category", "direction", "max_scope", "lists", "conjunction", "comment")
 PACKAGED_LANGUAGES = ("es", "it", "ro")
 
 
@@ -36,6 +40,8 @@ class ContextRule:
     literal: Optional[str] = None
     pattern: Optional[Tuple[Dict[str, Any], ...]] = None
     max_scope: Optional[int] = None
+    lists: bool = False
+    conjunction: bool = False
     source: str = field(default="", compare=False)
 
     def to_json(self) -> Dict[str, Any]:
@@ -46,6 +52,10 @@ class ContextRule:
             data["pattern"] = list(self.pattern)
         if self.max_scope is not None:
             data["max_scope"] = self.max_scope
+        if self.lists:
+            data["lists"] = True
+        if self.conjunction:
+            data["conjunction"] = True
         return data
 
 
@@ -109,10 +119,17 @@ def parse_rule(data: Any, where: str) -> ContextRule:
         except Exception as err:  # spaCy raises MatchPatternError or ValueError with its own details
             raise ContextRulesError(f"{where}: malformed pattern ({' '.join(str(err).split())[:300]})") from None
     max_scope = data.get("max_scope")
-    if max_scope is not None and (isinstance(max_scope, bool) or not isinstance(max_scope, int) or max_scope < 1):
-        raise ContextRulesError(f"{where}: max_scope must be a whole number of tokens >= 1, got {max_scope!r}")
+    if max_scope is not None and (isinstance(max_scope, bool) or not isinstance(max_scope, int) or max_scope < 0):
+        raise ContextRulesError(f"{where}: max_scope must be a whole number of tokens >= 0, got {max_scope!r}")
+    for key, allowed in (("lists", category in ATTRIBUTES), ("conjunction", category == "TERMINATE")):
+        if key in data and not isinstance(data[key], bool):
+            raise ContextRulesError(f"{where}: {key} must be true or false, got {data[key]!r}")
+        if data.get(key) and not allowed:
+            raise ContextRulesError(f"{where}: {key} is for " + ("qualifying triggers" if key == "lists" else
+                                                                  "TERMINATE rules") + f", not {category}")
     return ContextRule(category, direction, literal.strip() if literal is not None else None,
-                       tuple(pattern) if pattern is not None else None, max_scope, source=where)
+                       tuple(pattern) if pattern is not None else None, max_scope, bool(data.get("lists")),
+                       bool(data.get("conjunction")), source=where)
 
 
 def read_rule_file(path: Union[str, Path]) -> Tuple[Optional[str], List[ContextRule]]:
