@@ -50,7 +50,7 @@ from .corpus import (
     build_docbins,
     read_brat_corpus,
     read_iob_csv,
-    read_tsv_corpus,
+    read_source_corpus,
     write_docbins,
 )
 from .engines.local import local_engine
@@ -61,7 +61,7 @@ from .inference import PRECISIONS
 from .io.cdm import RECORD_FIELDS
 from .io.parts import content_identity
 from .io.sinks import CDM_SUFFIX, output_kind, read_output
-from .io.tables import Columns, table_columns
+from .io.tables import Columns, is_table, table_columns
 from .run import run_job
 from .serve.limits import ServeSettings
 from .textfiles import atomic_write
@@ -120,8 +120,8 @@ def predict_command(
         show_default=False)],
     lang: LangOption = "auto",
     fallback_lang: FallbackLangOption = None,
-    id_column: IdColumnOption = "id",
-    text_column: TextColumnOption = "text",
+    id_column: IdColumnOption = Columns.id,
+    text_column: TextColumnOption = Columns.text,
     lang_column: LangColumnOption = None,
     keep_columns: KeepColumnsOption = None,
     checkpoint: CheckpointOption = None,
@@ -321,15 +321,18 @@ class CorpusFormat(str, Enum):
     iob = "iob"
 
 
-def _read_corpus(fmt: CorpusFormat, source: Path, mentions: Optional[Path], recursive: bool,
-                 encoding: str) -> Iterator[Any]:
+def _read_corpus(fmt: CorpusFormat, source: Path, mentions: Optional[Path], recursive: bool, encoding: str,
+                 lang: str, columns: Columns, delimiter: Optional[str]) -> Iterator[Any]:
     """The reader for ``fmt``; a new format is one more reader and one more branch here."""
+    table = fmt is not CorpusFormat.iob and source.exists() and is_table(source)
     if fmt is CorpusFormat.auto:
-        fmt = CorpusFormat.tsv if mentions is not None else CorpusFormat.brat
+        fmt = CorpusFormat.tsv if mentions is not None or table else CorpusFormat.brat
     if fmt is CorpusFormat.tsv:
         if mentions is None:
-            raise typer.BadParameter("the tsv format needs --mentions MENTIONS.tsv.", param_hint="--format")
-        return read_tsv_corpus(source, mentions, recursive, encoding)
+            what = "a table's mentions come from" if table else "the tsv format needs"
+            raise typer.BadParameter(f"{what} --mentions MENTIONS.tsv (filename: the document's name or id).",
+                                     param_hint="--mentions")
+        return read_source_corpus(open_source(source, lang, recursive, encoding, columns, delimiter), mentions)
     if fmt is CorpusFormat.brat:
         return read_brat_corpus(source, recursive, encoding)
     return read_iob_csv(source)
@@ -338,19 +341,24 @@ def _read_corpus(fmt: CorpusFormat, source: Path, mentions: Optional[Path], recu
 @app.command("convert")
 def convert_command(
     source: Annotated[Path, typer.Argument(
-        metavar="INPUT", help="Folder of .txt files (with .ann files beside them for brat), or for iob a CSV file "
-                              "or folder of CSVs.", show_default=False)],
+        metavar="INPUT", help="Folder of .txt files (with .ann files beside them for brat); a table of documents "
+                              "(.parquet, .csv, .tsv, .jsonl, a folder of Parquet parts) read as predict reads it, "
+                              "with --mentions; or for iob a CSV file or folder of CSVs.", show_default=False)],
     output_dir: Annotated[Path, typer.Argument(
         metavar="OUTPUT_DIR", help="Folder for the DocBin files, one <lang>.spacy per language.", show_default=False)],
     mentions: Annotated[Optional[Path], typer.Option(
-        "--mentions", help="TSV of mentions (MultiClinAI columns, or DisTEMIST's off0/off1/span) for the .txt files.",
-        show_default=False)] = None,
+        "--mentions", help="TSV of mentions (MultiClinAI columns, or DisTEMIST's off0/off1/span) for the .txt files "
+                           "or the table's rows (filename = the row's id).", show_default=False)] = None,
     fmt: Annotated[CorpusFormat, typer.Option(
         "--format",
-        help="tsv: .txt files + --mentions TSV; brat: .txt + .ann; iob: the DT4H authors' token CSVs "
-             "(ner,start,end,token; blank line between sentences; needs --lang). auto: tsv with --mentions, "
-             "else brat.")] = CorpusFormat.auto,
+        help="tsv: .txt files or a table + --mentions TSV; brat: .txt + .ann; iob: the DT4H authors' token CSVs "
+             "(ner,start,end,token; blank line between sentences; needs --lang). auto: tsv with --mentions or a "
+             "table, else brat.")] = CorpusFormat.auto,
     lang: LangOption = "auto",
+    id_column: IdColumnOption = Columns.id,
+    text_column: TextColumnOption = Columns.text,
+    lang_column: LangColumnOption = None,
+    delimiter: DelimiterOption = None,
     entity: EntityOption = None,
     recursive: RecursiveOption = False,
     encoding: EncodingOption = "utf-8",
@@ -361,20 +369,23 @@ def convert_command(
 ) -> None:
     """Turn annotated texts into spaCy training data (DocBin per language).
 
-    The .txt files are decoded with --encoding and mention offsets index the decoded text
-    (mention TSVs, .ann and IOB files are read as UTF-8). Each text is tokenized with its
-    language's spaCy tokenizer. Mentions off token boundaries are snapped outwards,
+    The .txt files (and CSV/TSV/JSON-lines tables) are decoded with --encoding and mention
+    offsets index the decoded text (mention TSVs, .ann and IOB files are read as UTF-8). Each
+    document's language is chosen as by predict (a table's --lang-column, else --lang; auto:
+    the MultiClinNER name, else detected; detect: detected) and kept in the DocBin; its text is
+    tokenized with that language's spaCy tokenizer. Mentions off token boundaries are snapped outwards,
     overlapping ones keep the longest; every snapped or
     dropped mention is counted in the summary. A mention whose text differs from the file
     at its offsets is dropped (or, with --reanchor, moved) and listed by file and offset.
     Exit code 1 if any file could not be used or any mention was dropped for its text.
     """
-    if fmt is CorpusFormat.iob and lang == "auto":
-        raise typer.BadParameter("iob CSVs carry no MultiClinNER document names; pass the language, e.g. --lang es.",
-                                 param_hint="--lang")
+    if fmt is CorpusFormat.iob and lang in ("auto", "detect"):
+        raise typer.BadParameter("iob CSVs carry no MultiClinNER document names and sentences too short to detect a "
+                                 "language in; pass the language, e.g. --lang es.", param_hint="--lang")
+    items = _read_corpus(fmt, source, mentions, recursive, encoding, lang,
+                         Columns(id_column, text_column, lang_column), delimiter)
     try:
-        conversion = build_docbins(_read_corpus(fmt, source, mentions, recursive, encoding), lang=lang, entity=entity,
-                                   reanchor=reanchor)
+        conversion = build_docbins(items, lang=lang, entity=entity, reanchor=reanchor)
     except TSVError as err:
         error(str(err))
         raise typer.Exit(1) from err

@@ -25,8 +25,12 @@ from spacy.tokens import Doc, DocBin, Span
 from spacy.util import filter_spans
 
 from . import extensions  # noqa: F401 - registers doc._.dt4h_lang
-from .filenames import lang_from_filename, spacy_lang
-from .textfiles import Failure, UnreadableFile, atomic_write, document_name, find_txt_files, read_documents, read_text
+from .filenames import spacy_lang
+from .io.records import Failure
+from .io.sources import Source
+from .io.tables import Columns
+from .routing import RoutingError, route_language
+from .textfiles import UnreadableFile, atomic_write, document_name, find_txt_files, read_documents, read_text
 from .tsv import read_mentions
 
 BRAT_TEXTBOUND = re.compile(r"^(?P<id>T\S*)\t(?P<label>\S+) (?P<offsets>\d+ \d+(?:;\d+ \d+)*)\t(?P<text>.*)$")
@@ -44,12 +48,14 @@ class RawMention:
 
 @dataclass
 class AnnotatedText:
-    """One document of a source corpus. ``dropped`` counts mentions a reader already refused."""
+    """One document of a source corpus. ``dropped`` counts mentions a reader already refused;
+    ``lang`` is the language its table row gives, if any."""
 
     name: str
     text: str
     mentions: List[RawMention]
     dropped: Counter = field(default_factory=Counter)
+    lang: Optional[str] = None
 
 
 @dataclass
@@ -86,27 +92,35 @@ class Conversion:
 
 def read_tsv_corpus(txt_dir: Path, mentions_tsv: Path, recursive: bool = False,
                     encoding: str = "utf-8") -> Iterator[Union[AnnotatedText, Failure]]:
-    """A folder of ``.txt`` (decoded with ``encoding``) plus one mention TSV (MultiClinAI or
-    DisTEMIST columns), whose offsets index the decoded texts.
+    """A folder of ``.txt`` (decoded with ``encoding``), or a table of documents, plus one
+    mention TSV: :func:`read_source_corpus` of INPUT as ``predict`` opens it (a table with the
+    default ``id`` and ``text`` columns)."""
+    return read_source_corpus(Source.open(Path(txt_dir), Columns(), recursive, encoding), mentions_tsv)
 
-    The TSV's ``filename`` may carry ``.txt`` or not. Mentions of a file that is not in the
-    folder are reported as a failure of that name, since they cannot be placed in any text.
-    Raises :class:`~dt4h_spacy.tsv.TSVError` for a malformed TSV.
+
+def read_source_corpus(source: Source, mentions_tsv: Path) -> Iterator[Union[AnnotatedText, Failure]]:
+    """The documents of ``source`` (``.txt`` files, or a table's rows: id, text and the
+    language column's value, read exactly as by ``predict``) plus one mention TSV (MultiClinAI
+    or DisTEMIST columns) whose offsets index the decoded texts.
+
+    The TSV's ``filename`` names a file (with ``.txt`` or not) or a table row's id. Mentions of
+    a document that is not in INPUT are reported as a failure of that name, since they cannot
+    be placed in any text. Raises :class:`~dt4h_spacy.tsv.TSVError` for a malformed TSV.
     """
     rows = read_mentions(mentions_tsv, aliases=True)
     by_name: Dict[str, List[RawMention]] = defaultdict(list)
     for row in rows:
         by_name[document_name(row.filename)].append(RawMention(row.start, row.end, row.label, row.text))
-    paths, failures = find_txt_files(txt_dir, recursive)
-    yield from failures
-    for item in read_documents(paths, encoding):
+    for item in source.documents():
         if isinstance(item, Failure):
             yield item
             by_name.pop(document_name(item.path), None)  # lost with their file, already reported
             continue
-        yield AnnotatedText(item.name, item.text, by_name.pop(item.name, []))
+        yield AnnotatedText(item.name, item.text, by_name.pop(item.name, []), lang=item.lang)
     for name, mentions in sorted(by_name.items()):
-        yield Failure(Path(name), f"{len(mentions)} mention(s) in {mentions_tsv} but no {name}.txt in {txt_dir}")
+        missing = f"no {name}.txt in {source.path}" if source.columns is None else \
+            f"no row with id {name!r} in {source.path}"
+        yield Failure(Path(name), f"{len(mentions)} mention(s) in {mentions_tsv} but {missing}")
 
 
 def parse_brat(ann: str) -> Tuple[List[RawMention], Counter]:
@@ -297,9 +311,11 @@ def build_docbins(items: Iterable[Union[AnnotatedText, Failure]], lang: str = "a
                   entity: Optional[str] = None, reanchor: bool = False) -> Conversion:
     """Tokenize each document with its language's spaCy tokenizer and set its entities.
 
-    ``lang="auto"`` takes the language from the MultiClinNER file name; a document whose name
-    carries none is a failure (pass an explicit ``lang``). ``entity`` keeps only that label;
-    ``reanchor``: see :func:`annotate_doc`.
+    Each document's language is chosen as ``predict`` chooses it
+    (:func:`~dt4h_spacy.routing.route_language`): its table row's, else ``lang``, else
+    (``"auto"``) the one of its MultiClinNER name, else (``"auto"``, ``"detect"``) the one
+    detected in its text; a document with none is a failure saying to pass ``lang``.
+    ``entity`` keeps only that label; ``reanchor``: see :func:`annotate_doc`.
     Raises ``ValueError`` for a language spaCy has no tokenizer for.
     """
     result = Conversion()
@@ -308,10 +324,10 @@ def build_docbins(items: Iterable[Union[AnnotatedText, Failure]], lang: str = "a
         if isinstance(item, Failure):
             result.failures.append(item)
             continue
-        doc_lang = lang if lang != "auto" else lang_from_filename(item.name)
-        if doc_lang is None:
-            result.failures.append(Failure(Path(item.name), "no language code in the name "
-                                           "(expected MultiClinNER-<lang>-…); pass --lang"))
+        try:
+            doc_lang = route_language(item.name, item.text, item.lang, lang)
+        except RoutingError as err:
+            result.failures.append(Failure(Path(item.name), str(err)))
             continue
         if doc_lang not in tokenizers:
             try:

@@ -14,13 +14,17 @@ from .batch import (
     CheckpointOption,
     ContextOption,
     ContextRulesOption,
+    DelimiterOption,
     EncodingOption,
     FallbackLangOption,
+    IdColumnOption,
     InputArgument,
+    LangColumnOption,
     LangOption,
     ModelOption,
     Pipelines,
     RecursiveOption,
+    TextColumnOption,
     context_config,
     open_source,
     prepare_output,
@@ -36,10 +40,14 @@ def visualize_command(
                                            show_default=False)],
     lang: LangOption = "auto",
     fallback_lang: FallbackLangOption = None,
+    id_column: IdColumnOption = Columns.id,
+    text_column: TextColumnOption = Columns.text,
+    lang_column: LangColumnOption = None,
     checkpoint: CheckpointOption = None,
     base_model: BaseModelOption = None,
     model: ModelOption = None,
     encoding: EncodingOption = "utf-8",
+    delimiter: DelimiterOption = None,
     title: Annotated[Optional[str], typer.Option(help="Page title. Default: the pipeline's name.", show_default=False)] = None,
     spans: Annotated[bool, typer.Option(
         "--spans", help="Draw every predicted span, overlapping labels stacked (displaCy style=\"span\"), instead "
@@ -48,15 +56,16 @@ def visualize_command(
     context_rules: ContextRulesOption = None,
     recursive: RecursiveOption = False,
 ) -> None:
-    """Write a standalone HTML page showing the entities the model finds in INPUT (a .txt file or a folder).
+    """Write a standalone HTML page showing the entities the model finds in INPUT (a .txt file, a folder, or a table).
 
-    One section per document, titled with the file name, entities highlighted by displaCy.
-    Files are read and routed to a language exactly as by predict: one that cannot be read,
+    One section per document, titled with the file name (a table row's id), entities highlighted
+    by displaCy. Documents are read and routed to a language exactly as by predict (tables with
+    the same --id-column, --text-column, --lang-column, --delimiter): one that cannot be read,
     has no language under --lang auto, or is in a language the model has no head for is
     reported and skipped. Exit code 1 if a file was skipped or no document could be shown,
     2 for an unusable model.
     """
-    opened = open_source(source, lang, recursive, encoding, Columns())
+    opened = open_source(source, lang, recursive, encoding, Columns(id_column, text_column, lang_column), delimiter)
     prepare_output(output)
     pipelines = Pipelines(lang, model, checkpoint, base_model, fallback=fallback_lang,
                           context=context_config(context, context_rules))

@@ -135,7 +135,8 @@ def test_undecodable_text_and_nameless_language_are_failures(tmp_path):
     conversion = build_docbins(read_tsv_corpus(folder, tsv))
     reasons = {f.path.name: f.reason for f in conversion.failures}
     assert reasons["MultiClinNER-ro-train-disease-00001.txt"].startswith("not valid UTF-8 (byte 0xff")
-    assert "no language code in the name" in reasons["notes"]
+    assert reasons["notes"].startswith("no MultiClinNER name like") and "pass the language, e.g. --lang es" in \
+        reasons["notes"]
     assert sorted(conversion.docs) == ["es", "it"]
 
 
