@@ -32,6 +32,7 @@ from thinc.api import Model, Optimizer
 from transformers import AutoConfig, AutoTokenizer
 
 from . import extensions  # noqa: F401 - registers doc._.dt4h_lang, doc._.dt4h_chars, span._.dt4h_score
+from . import stages
 from .authors import CharEntity, authors_entities
 from .checkpoint import load_checkpoint_file, save_checkpoint
 from .errors import CheckpointError, TrainingDataError, UnsupportedLanguageError
@@ -40,7 +41,6 @@ from .inference import WordTagger, torch_device
 from .labels import HeadRoutes, LabelScheme
 from .model import MultiTaskTokenClassifier, load_network, model_from_state_dict
 from .network import thinc_network, unloaded_network
-from .sentences import sentence_starts
 from .settings import (  # noqa: F401 - the option constants are part of this module's interface
     COMPAT_MODES,
     DEFAULT_CHECKPOINT,
@@ -50,7 +50,8 @@ from .settings import (  # noqa: F401 - the option constants are part of this mo
     default_config,
     with_settings_signature,
 )
-from .spans import non_overlapping, predicted_spans, word_texts, word_tokens
+from .spans import make_spans, non_overlapping
+from .stages import DocWords
 
 WEIGHTS_FILE = "model.safetensors"
 FACTORY = "dt4h_disease"
@@ -64,6 +65,7 @@ class DocPrediction:
     words: numpy.ndarray  # token index of each word the network read
     probs: Dict[str, numpy.ndarray]  # head → (n_words, n_labels) probabilities (compat="words")
     entities: Optional[List[CharEntity]] = None  # compat="authors": the authors' script's entities
+    read: Optional[DocWords] = None  # compat="words": the preprocess stage's words, for postprocess
 
 
 @dataclass(frozen=True)
@@ -259,11 +261,11 @@ class DiseaseRecognizer(TrainablePipe):
             for i, doc_entities in zip(served, entities):
                 found[i] = DocPrediction(numpy.zeros(0, numpy.int64), {}, list(doc_entities))
             return DiseaseBatch(found)
-        words = [word_tokens(docs[i]) for i in served]
-        texts = [word_texts(docs[i], w) for i, w in zip(served, words)]
-        starts = [sentence_starts(docs[i], w) for i, w in zip(served, words)]
-        for i, w, by_head in zip(served, words, tagger.predict_heads(texts, [heads[i] for i in served], starts)):
-            found[i] = DocPrediction(w, by_head)
+        prepared = stages.preprocess([docs[i] for i in served], [heads[i] for i in served], tagger.tokenizer,
+                                     tagger.max_length, tagger.stride)
+        tagger.ready()
+        for i, read, by_head in zip(served, prepared.docs, stages.run(tagger, prepared)):
+            found[i] = DocPrediction(read.tokens, by_head, read=read)
         return DiseaseBatch(found)
 
     def set_annotations(self, docs: Iterable[Doc], batch: DiseaseBatch) -> None:
@@ -276,14 +278,13 @@ class DiseaseRecognizer(TrainablePipe):
             if prediction.entities is not None:
                 self._set_authors_entities(doc, [e for e in prediction.entities if e.score >= threshold])
                 continue
-            schemes = self.tagger.schemes
-            spans = [
-                span
-                for task, probs in prediction.probs.items()
-                for span in predicted_spans(doc, prediction.words, probs, schemes[task], self.settings.orphan_i)
-                if span._.dt4h_score >= threshold
-            ]
-            self._set_spans(doc, sorted(spans, key=lambda s: (s.start, s.end, s.label_)))
+            read = prediction.read
+            if read is None:  # a batch built by hand: words and probabilities only
+                read = stages.read_words(doc, tuple(prediction.probs))
+            entities = stages.postprocess(read, prediction.probs, self.tagger.schemes, self.settings.orphan_i,
+                                          threshold)
+            spans = make_spans(doc, entities.starts, entities.ends, entities.labels, entities.scores)
+            self._set_spans(doc, spans, entities.scores.tolist())
 
     def _set_authors_entities(self, doc: Doc, kept: List[CharEntity]) -> None:
         """Entities of the authors' script on the raw text: exact offsets in
@@ -393,11 +394,16 @@ class DiseaseRecognizer(TrainablePipe):
                           stacklevel=2)
         return ()
 
-    def _set_spans(self, doc: Doc, spans: List[Span]) -> List[Span]:
+    def _set_spans(self, doc: Doc, spans: List[Span], scores: Optional[List[float]] = None) -> List[Span]:
         """All ``spans`` to ``doc.spans[spans_key]``; those of :func:`non_overlapping` to
-        ``doc.ents`` (see :meth:`_set_ents`), which are returned."""
+        ``doc.ents`` (see :meth:`_set_ents`), which are returned. ``scores``: the spans' own,
+        when known, so they are not read back through ``span._``."""
         doc.spans[self.settings.spans_key] = spans
-        selected = non_overlapping(spans)
+        if scores is None:
+            selected = non_overlapping(spans)
+        else:
+            bounds = [(span.start_char, span.end_char, score) for span, score in zip(spans, scores)]
+            selected = [spans[k] for k in non_overlapping(range(len(spans)), bounds.__getitem__)]
         self._set_ents(doc, selected)
         return selected
 
@@ -406,11 +412,8 @@ class DiseaseRecognizer(TrainablePipe):
         if not spans:
             return
         keep, add = (spans, list(doc.ents)) if self.settings.overwrite_ents else (list(doc.ents), spans)
-        taken = numpy.zeros(len(doc), dtype=bool)
-        for span in keep:
-            taken[span.start : span.end] = True
-        merged = keep + [s for s in add if not taken[s.start : s.end].any()]
-        doc.ents = sorted(merged, key=lambda s: s.start)
+        merged = keep + [add[k] for k in numpy.flatnonzero(_untouched(keep, add, len(doc))).tolist()]
+        doc.set_ents(sorted(merged, key=lambda s: s.start), default="outside")  # what `doc.ents = ...` does
 
     # -- serialization -----------------------------------------------------------------
     def to_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = ()) -> None:
@@ -461,6 +464,19 @@ class DiseaseRecognizer(TrainablePipe):
         # Pipe's Cython pickling would copy the lock, which cannot be pickled.
         state = {k: v for k, v in self.__dict__.items() if k not in ("_lock", "_network", "_unloaded")}
         return (_unpickle, (type(self), self.name, state))
+
+
+def _untouched(keep: Sequence[Span], add: Sequence[Span], n_tokens: int) -> numpy.ndarray:
+    """For each span of ``add``, whether it shares no token with any span of ``keep``."""
+    if not keep:
+        return numpy.ones(len(add), dtype=bool)
+    edges = numpy.zeros(n_tokens + 1, dtype=numpy.int64)
+    numpy.add.at(edges, [s.start for s in keep], 1)
+    numpy.add.at(edges, [s.end for s in keep], -1)
+    taken = numpy.r_[0, numpy.cumsum(numpy.cumsum(edges)[:n_tokens] > 0)]
+    starts = numpy.array([s.start for s in add], dtype=numpy.int64)
+    ends = numpy.array([s.end for s in add], dtype=numpy.int64)
+    return taken[ends] == taken[starts]
 
 
 def _unpickle(cls: type, name: str, state: Dict[str, Any]) -> DiseaseRecognizer:

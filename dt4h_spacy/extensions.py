@@ -12,8 +12,13 @@ from spacy.tokens import Doc, Span
 SCORE = "dt4h_score"
 
 
+def score_key(start_char: int, end_char: int, label: str) -> Tuple[str, int, int, str]:
+    """Where ``doc.user_data`` keeps the score of the span with these offsets and label."""
+    return (SCORE, start_char, end_char, label)
+
+
 def _score_key(span: Span) -> Tuple[str, int, int, str]:
-    return (SCORE, span.start_char, span.end_char, span.label_)
+    return score_key(span.start_char, span.end_char, span.label_)
 
 
 def get_score(span: Span) -> Optional[float]:

@@ -13,7 +13,8 @@ from transformers import PretrainedConfig, PreTrainedTokenizerFast
 from .allocator import keep_freed_memory
 from .labels import LabelScheme
 from .model import MultiTaskTokenClassifier
-from .windows import Window, WindowBatch, collate_windows, encode_words, make_windows, plan_batches
+from . import stages
+from .windows import Window, WindowBatch, collate_windows, encode_words, make_windows
 
 ROBERTA_LIKE = ("roberta", "xlm-roberta", "camembert", "xlm-roberta-xl")
 PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -156,18 +157,24 @@ class WordTagger:
         without it a document is read as one sentence. A word with no subword (the tokenizer
         dropped every character) is certain ``O``.
         """
-        self._set_threads()
-        self.model.eval()  # training (the component's update) leaves it in train mode
+        self.ready()
         encoded = encode_words(self.tokenizer, docs)
-        probs = [{task: self._outside_only(len(words), task) for task in doc_heads}
-                 for words, doc_heads in zip(docs, heads)]
         windows = make_windows(
             encoded, self.max_length, self.stride, self.tokenizer.cls_token_id, self.tokenizer.sep_token_id,
             sentence_starts,
         )
-        for batch in plan_batches(windows, self.batch_size, self.max_batch_subwords):
-            self._run_batch([windows[i] for i in batch], heads, probs)
-        return probs
+        return stages.run_windows(self, windows, [tuple(h) for h in heads], [len(words) for words in docs])
+
+    def ready(self) -> None:
+        """Threads as configured and eval mode (training, the component's update, leaves it in
+        train mode): called once before :meth:`forward` runs a document set's batches."""
+        self._set_threads()
+        self.model.eval()
+
+    @torch.inference_mode()
+    def forward(self, batch: WindowBatch) -> Dict[str, numpy.ndarray]:
+        """The device stage: head → float32 probabilities of the words of ``batch`` it reads."""
+        return {task: torch.softmax(logits, dim=-1).cpu().numpy() for task, logits in self._word_logits(batch).items()}
 
     @torch.inference_mode()
     def window_logits(
@@ -177,28 +184,32 @@ class WordTagger:
         """Per given window ``w``, head → float32 logits at ``positions[w]``, for each of ``heads[w]``.
 
         For readers that cut their own windows (``compat="authors"``): rows of ``input_ids``
-        are run as given, padding included, ``batch_size`` windows (at most
-        ``max_batch_subwords`` ids) per forward pass.
+        (padded on the right) are run padded to their full width, through the one collation,
+        ``batch_size`` windows (at most ``max_batch_subwords`` ids) per forward pass.
         """
-        self._set_threads()
-        self.model.eval()
+        self.ready()
         n_windows, length = input_ids.shape
         per_batch = self.batch_size
         if self.max_batch_subwords is not None:
             per_batch = max(1, min(per_batch, self.max_batch_subwords // max(length, 1)))
-        out: List[Dict[str, numpy.ndarray]] = []
+        windows = [Window(w, input_ids[w, : int(attention_mask[w].sum())], positions[w],
+                          numpy.arange(len(positions[w]))) for w in range(n_windows)]
+        out: List[Dict[str, numpy.ndarray]] = [{} for _ in windows]
         for lo in range(0, n_windows, per_batch):
-            hi = min(lo + per_batch, n_windows)
-            with self._autocast():
-                hidden = self.model.encode(
-                    torch.from_numpy(input_ids[lo:hi]).to(self.device),
-                    torch.from_numpy(attention_mask[lo:hi]).to(self.device),
-                )
-            for row in range(hi - lo):
-                picked = hidden[row, torch.from_numpy(positions[lo + row]).to(self.device)].float()
-                out.append({task: self.model.classifiers[task](picked).float().cpu().numpy()
-                            for task in heads[lo + row]})
+            members = windows[lo : lo + per_batch]
+            batch = collate_windows(members, [heads[w.doc] for w in members], self.tokenizer.pad_token_id, length)
+            for task, logits in self._word_logits(batch).items():
+                task_logits = logits.cpu().numpy()
+                start = 0
+                for r in batch.members[task]:
+                    n = len(members[r].positions)
+                    out[lo + r][task] = task_logits[start : start + n]
+                    start += n
         return out
+
+    def _word_logits(self, batch: WindowBatch) -> Dict[str, torch.Tensor]:
+        with self._autocast():
+            return self.model.word_logits(*batch_tensors(batch, self.device))
 
     def _set_threads(self) -> None:
         """Apply ``num_threads``; in a forked worker, one thread (see ``_note_fork``)."""
@@ -211,27 +222,6 @@ class WordTagger:
         if dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=dtype)
-
-    def _outside_only(self, n_words: int, task: str) -> numpy.ndarray:
-        labels = self.schemes[task].labels
-        probs = numpy.zeros((n_words, len(labels)), dtype=numpy.float32)
-        probs[:, labels.index("O")] = 1.0
-        return probs
-
-    @torch.inference_mode()
-    def _run_batch(
-        self, windows: List[Window], heads: Sequence[Sequence[str]], out: List[Dict[str, numpy.ndarray]]
-    ) -> None:
-        batch = collate_windows(windows, [heads[w.doc] for w in windows], self.tokenizer.pad_token_id)
-        with self._autocast():
-            logits = self.model.word_logits(*batch_tensors(batch, self.device))
-        for task, task_logits in logits.items():
-            task_probs = torch.softmax(task_logits, dim=-1).cpu().numpy()
-            start = 0
-            for r in batch.members[task]:
-                window = windows[r]
-                out[window.doc][task][window.words] = task_probs[start : start + len(window.positions)]
-                start += len(window.positions)
 
 
 def batch_tensors(batch: WindowBatch, device: torch.device) -> Tuple[torch.Tensor, ...]:

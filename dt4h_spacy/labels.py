@@ -166,3 +166,13 @@ class LabelScheme:
     def types(self) -> Tuple[str, ...]:
         """Per label id: the entity type ('' for O)."""
         return tuple(label[2:] for label in self.labels)
+
+    @cached_property
+    def type_names(self) -> Tuple[str, ...]:
+        """The distinct entity types ('' for O first), indexed by :attr:`type_ids`."""
+        return tuple(dict.fromkeys(("",) + self.types))
+
+    @cached_property
+    def type_ids(self) -> numpy.ndarray:
+        """Per label id: the index of its entity type in :attr:`type_names`."""
+        return numpy.array([self.type_names.index(t) for t in self.types], dtype=numpy.int64)

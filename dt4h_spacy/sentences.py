@@ -19,11 +19,14 @@ SENTENCE_END = frozenset({".", "!", "?"})
 _SENTENCE_END_IDS = numpy.array([get_string_id(s) for s in sorted(SENTENCE_END)], dtype=numpy.uint64)
 
 
-def sentence_starts(doc: Doc, words: numpy.ndarray, inside: Optional[numpy.ndarray] = None) -> numpy.ndarray:
+def sentence_starts(
+    doc: Doc, words: numpy.ndarray, inside: Optional[numpy.ndarray] = None, breaks: Optional[numpy.ndarray] = None
+) -> numpy.ndarray:
     """Whether each of ``words`` (token indices) opens a sentence; the first always does.
 
     ``inside`` (training: the word is ``I-`` of an entity) forbids a start there, so a gold
-    entity is never cut in two.
+    entity is never cut in two. ``breaks`` is :func:`~dt4h_spacy.spans.line_break_before`
+    when the caller has it already.
     """
     if not len(words):
         return numpy.zeros(0, dtype=bool)
@@ -34,7 +37,7 @@ def sentence_starts(doc: Doc, words: numpy.ndarray, inside: Optional[numpy.ndarr
     else:
         orth = doc.to_array(ORTH).astype(numpy.uint64)[words]
         after_end = numpy.r_[False, numpy.isin(orth[:-1], _SENTENCE_END_IDS)]
-        starts = after_end | line_break_before(doc, words)
+        starts = after_end | (line_break_before(doc, words) if breaks is None else breaks)
     if inside is not None:
         starts &= ~inside
     starts[0] = True

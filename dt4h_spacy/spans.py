@@ -10,10 +10,11 @@ import re
 from typing import Callable, List, Optional, Sequence, Tuple, TypeVar
 
 import numpy
-from spacy.attrs import IDX, IS_SPACE, LENGTH
+from spacy.attrs import IDX, IS_PUNCT, IS_SPACE, LENGTH, ORTH
 from spacy.tokens import Doc, Span
 
 from .decoding import WordEntity, decode_bio
+from .extensions import score_key
 from .labels import LabelScheme
 
 T = TypeVar("T")
@@ -27,19 +28,70 @@ def word_tokens(doc: Doc) -> numpy.ndarray:
 
 
 def word_texts(doc: Doc, words: numpy.ndarray) -> List[str]:
-    """The strings the tokenizer sees for ``words``."""
-    return [doc[i].text for i in words.tolist()]
+    """The strings the tokenizer sees for ``words`` (read from the string store: no Token objects)."""
+    strings = doc.vocab.strings
+    return [strings[orth] for orth in doc.to_array(ORTH)[words].tolist()]
 
 
 def line_break_before(doc: Doc, words: numpy.ndarray) -> numpy.ndarray:
-    """For each word, whether a line break separates it from the previous word."""
-    breaks = numpy.array([m.start() for m in LINE_BREAK.finditer(doc.text)], dtype=numpy.int64)
-    if not len(words) or not len(breaks):
-        return numpy.zeros(len(words), dtype=bool)
-    offsets = doc.to_array([IDX, LENGTH]).astype(numpy.int64)[words]
-    starts = offsets[:, 0]
-    prev_ends = numpy.r_[0, (offsets[:, 0] + offsets[:, 1])[:-1]]
-    return numpy.searchsorted(breaks, starts) > numpy.searchsorted(breaks, prev_ends)
+    """For each word, whether a line break separates it from the previous word.
+
+    spaCy keeps every whitespace but a single space in whitespace tokens, so only those are
+    searched: ``doc.text`` is not rebuilt, and a long note costs one pass over its few
+    whitespace tokens.
+    """
+    out = numpy.zeros(len(words), dtype=bool)
+    if not len(words):
+        return out
+    spaces = numpy.flatnonzero(doc.to_array(IS_SPACE)).tolist()
+    breaking = [i for i in spaces if LINE_BREAK.search(doc[i].text)]
+    if breaking:
+        after = numpy.searchsorted(words, breaking)  # the word each breaking whitespace precedes
+        out[after[after < len(words)]] = True
+    return out
+
+
+def punct_words(doc: Doc, words: numpy.ndarray) -> numpy.ndarray:
+    """For each word, whether it is a punctuation token (trimmed off an entity's edges)."""
+    return doc.to_array(IS_PUNCT)[words].astype(bool)
+
+
+def entity_bounds(
+    entities: Sequence[WordEntity], confidence: numpy.ndarray, breaks: numpy.ndarray, punct: numpy.ndarray
+) -> Tuple[numpy.ndarray, numpy.ndarray, List[str], numpy.ndarray]:
+    """``entities`` (disjoint word ranges in order) cut at line breaks and trimmed of edge
+    punctuation, in array steps: ``[lo, hi)`` word ranges, their labels and scores (the mean
+    of ``confidence`` over each range, as float32 as numpy's ``mean`` gives it)."""
+    empty = numpy.zeros(0, dtype=numpy.int64)
+    if not len(entities):
+        return empty, empty, [], numpy.zeros(0, dtype=numpy.float32)
+    n = len(confidence)
+    starts = numpy.array([e[0] for e in entities], dtype=numpy.int64)
+    ends = numpy.array([e[1] for e in entities], dtype=numpy.int64)
+    cuts = numpy.flatnonzero(breaks)
+    inside = numpy.searchsorted(starts, cuts, side="right") - 1  # the entity starting last before
+    cuts = cuts[(inside >= 0) & (cuts > starts[inside]) & (cuts < ends[inside])]
+    lo = numpy.union1d(starts, cuts)
+    piece_of = numpy.searchsorted(starts, lo, side="right") - 1
+    hi = numpy.minimum(numpy.r_[lo[1:], n], ends[piece_of])
+    readable = numpy.flatnonzero(~punct)
+    lo_trimmed = numpy.r_[readable, n][numpy.searchsorted(readable, lo)]
+    hi_trimmed = numpy.r_[-1, readable][numpy.searchsorted(readable, hi)] + 1
+    kept = lo_trimmed < hi_trimmed
+    lo, hi, piece_of = lo_trimmed[kept], hi_trimmed[kept], piece_of[kept]
+    scores = _range_means(confidence.astype(numpy.float32, copy=False), lo, hi)
+    return lo, hi, [entities[i][2] for i in piece_of.tolist()], scores
+
+
+def _range_means(values: numpy.ndarray, lo: numpy.ndarray, hi: numpy.ndarray) -> numpy.ndarray:
+    """``values[lo[k]:hi[k]].mean()`` for every k, one ``mean(axis=1)`` per distinct length:
+    the same float32 sums as the one-by-one means (a running sum would differ in the last bit)."""
+    means = numpy.zeros(len(lo), dtype=numpy.float32)
+    counts = hi - lo
+    for length in numpy.unique(counts).tolist():
+        at = numpy.flatnonzero(counts == length)
+        means[at] = values[lo[at, None] + numpy.arange(length)].mean(axis=1)
+    return means
 
 
 def entity_spans(
@@ -47,24 +99,33 @@ def entity_spans(
     words: numpy.ndarray,
     entities: Sequence[WordEntity],
     confidence: numpy.ndarray,
+    breaks: Optional[numpy.ndarray] = None,
+    punct: Optional[numpy.ndarray] = None,
 ) -> List[Span]:
-    """Spans for ``entities`` (word ranges), each with ``span._.dt4h_score`` set."""
+    """Spans for ``entities`` (word ranges), each with ``span._.dt4h_score`` set.
+
+    ``breaks`` (:func:`line_break_before`) and ``punct`` (:func:`punct_words`) are computed
+    when not given."""
     if not entities:
         return []
-    cut = line_break_before(doc, words)
-    spans: List[Span] = []
-    for start, end, label in entities:
-        pieces = numpy.flatnonzero(cut[start + 1 : end]) + start + 1
-        for lo, hi in zip([start, *pieces.tolist()], [*pieces.tolist(), end]):
-            while lo < hi and doc[int(words[lo])].is_punct:
-                lo += 1
-            while lo < hi and doc[int(words[hi - 1])].is_punct:
-                hi -= 1
-            if lo < hi:
-                span = Span(doc, int(words[lo]), int(words[hi - 1]) + 1, label=label)
-                span._.dt4h_score = float(confidence[lo:hi].mean())
-                spans.append(span)
-    return spans
+    breaks = line_break_before(doc, words) if breaks is None else breaks
+    punct = punct_words(doc, words) if punct is None else punct
+    lo, hi, labels, scores = entity_bounds(entities, confidence, breaks, punct)
+    return make_spans(doc, words[lo], words[hi - 1] + 1, labels, scores)
+
+
+def make_spans(
+    doc: Doc, starts: numpy.ndarray, ends: numpy.ndarray, labels: Sequence[str], scores: numpy.ndarray
+) -> List[Span]:
+    """Spans on tokens ``[starts[k], ends[k])`` with their scores, created in one pass: the
+    scores go straight to where ``span._.dt4h_score`` reads them."""
+    if not len(starts):
+        return []
+    offsets = doc.to_array([IDX, LENGTH]).astype(numpy.int64)
+    start_chars = offsets[starts, 0].tolist()
+    end_chars = (offsets[ends - 1, 0] + offsets[ends - 1, 1]).tolist()
+    doc.user_data.update(zip(map(score_key, start_chars, end_chars, labels), scores.tolist()))
+    return [Span(doc, s, e, label=label) for s, e, label in zip(starts.tolist(), ends.tolist(), labels)]
 
 
 def predicted_spans(
@@ -95,6 +156,8 @@ def non_overlapping(
     "torácico" inside a procedure); ``doc.spans`` keeps them all.
     """
     boxes = [(bounds(item), item) for item in spans]
+    if all(a[0][1] <= b[0][0] for a, b in zip(boxes, boxes[1:])):  # in order and apart: all kept
+        return [item for _, item in boxes]
     boxes.sort(key=lambda box: (box[0][0] - box[0][1], -(box[0][2] or 0.0), box[0][0]))
     starts: List[int] = []
     ends: List[int] = []

@@ -53,7 +53,9 @@ def encode_words(tokenizer: PreTrainedTokenizerFast, docs: Sequence[Sequence[str
     encoded = [EncodedWords(numpy.zeros(0, numpy.int64), numpy.zeros(0, numpy.int64)) for _ in docs]
     for row, i in enumerate(nonempty):
         ids = numpy.asarray(batch["input_ids"][row], dtype=numpy.int64)
-        word_ids = numpy.array([-1 if w is None else w for w in batch.word_ids(row)], dtype=numpy.int64)
+        listed = batch.word_ids(row)  # no special tokens were added, so every subword has a word
+        word_ids = numpy.array(listed if None not in listed else [-1 if w is None else w for w in listed],
+                               dtype=numpy.int64)
         first = numpy.full(len(docs[i]), -1, dtype=numpy.int64)
         starts = numpy.flatnonzero(numpy.r_[True, word_ids[1:] != word_ids[:-1]] & (word_ids >= 0))
         first[word_ids[starts]] = starts
@@ -223,9 +225,12 @@ class WindowBatch:
     members: Dict[str, List[int]]  # head → the windows it reads, in order
 
 
-def pad_ids(sequences: Sequence[numpy.ndarray], pad_token_id: int) -> Tuple[numpy.ndarray, numpy.ndarray]:
-    """Id sequences padded to the longest, and their attention mask (int64, as the encoder takes them)."""
-    longest = max(len(ids) for ids in sequences)
+def pad_ids(
+    sequences: Sequence[numpy.ndarray], pad_token_id: int, length: Optional[int] = None
+) -> Tuple[numpy.ndarray, numpy.ndarray]:
+    """Id sequences padded to the longest (or to ``length``), and their attention mask (int64,
+    as the encoder takes them)."""
+    longest = max(len(ids) for ids in sequences) if length is None else length
     padded = numpy.full((len(sequences), longest), pad_token_id, dtype=numpy.int64)
     mask = numpy.zeros((len(sequences), longest), dtype=numpy.int64)
     for row, ids in enumerate(sequences):
@@ -234,9 +239,12 @@ def pad_ids(sequences: Sequence[numpy.ndarray], pad_token_id: int) -> Tuple[nump
     return padded, mask
 
 
-def collate_windows(windows: Sequence[Window], heads: Sequence[Sequence[str]], pad_token_id: int) -> WindowBatch:
-    """Pad ``windows`` to the longest; window ``w`` is read by the heads ``heads[w]``."""
-    ids, mask = pad_ids([w.input_ids for w in windows], pad_token_id)
+def collate_windows(
+    windows: Sequence[Window], heads: Sequence[Sequence[str]], pad_token_id: int, length: Optional[int] = None
+) -> WindowBatch:
+    """Pad ``windows`` to the longest (or to ``length``: the authors pad every window to
+    ``max_length``); window ``w`` is read by the heads ``heads[w]``."""
+    ids, mask = pad_ids([w.input_ids for w in windows], pad_token_id, length)
     rows = numpy.concatenate([numpy.full(len(w.positions), r, dtype=numpy.int64) for r, w in enumerate(windows)])
     cols = numpy.concatenate([w.positions for w in windows]).astype(numpy.int64)
     offsets = numpy.cumsum([0] + [len(w.positions) for w in windows])
