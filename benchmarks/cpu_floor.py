@@ -12,7 +12,9 @@ reports of 300-1,500 words) and the same weights, in interleaved rounds:
 - ``ours``: ``nlp.pipe`` end to end, default config.
 
 Each round reads its documents ``--repeat`` times per method; words/s is the median over
-rounds, the ratio the median of per-round ratios (target: ours / floor >= 0.75). ``--profile`` prints cProfile's top functions of one ``ours`` round.
+rounds, the ratio the median of per-round ratios (target: ours / floor >= 0.75), by the
+process's CPU time (``cpu_time``, the target's clock: on a shared machine the scheduler's pauses
+are not charged) and by the wall clock (``wall_time``). ``--profile`` prints cProfile's top functions of one ``ours`` round.
 The load average is recorded at start and end, with the CPU model and its vector flags; the
 last printed line is one JSON object (also written to ``--output``).
 """
@@ -32,12 +34,12 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Callable, Dict, List, Sequence, Tuple
 
 import numpy
 import spacy
 import torch
-from throughput import LABELS, cpu_info, make_corpus, one_thread, sentence_pool, timed_rounds
+from throughput import LABELS, cpu_info, make_corpus, one_thread, sentence_pool
 
 from dt4h_spacy.model import MultiTaskTokenClassifier
 from dt4h_spacy.testing import TASKS, build_tokenizer, tiny_config
@@ -84,6 +86,25 @@ class Floor:
         return labelled
 
 
+def timed_both(methods: Dict[str, Callable[[int], object]], round_words: Sequence[int],
+               ) -> Tuple[Dict[str, List[float]], Dict[str, List[float]]]:
+    """Words/s of each method in each round by the wall clock and by the process's CPU time;
+    the order rotates each round. On a shared machine the CPU time is what compares: a
+    method the scheduler paused is not charged for the pause."""
+    names = list(methods)
+    wall: Dict[str, List[float]] = {name: [] for name in names}
+    cpu: Dict[str, List[float]] = {name: [] for name in names}
+    for r, words in enumerate(round_words):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            start, start_cpu = time.perf_counter(), time.process_time()
+            methods[name](r)
+            wall[name].append(words / (time.perf_counter() - start))
+            cpu[name].append(words / (time.process_time() - start_cpu))
+            print(f"  round {r + 1}/{len(round_words)} {name}: {words / wall[name][-1]:.2f} s", file=sys.stderr,
+                  flush=True)
+    return wall, cpu
+
+
 def profile_round(nlp, texts: Sequence[str], top: int) -> str:
     profiler = cProfile.Profile()
     profiler.enable()
@@ -117,10 +138,17 @@ def benchmark(args: argparse.Namespace, workdir: Path) -> Dict:
         entities = ours(0) // args.repeat
         floor(rounds[0])  # warm-up
         profile = profile_round(nlp, rounds[0], args.profile) if args.profile else None
-        per_round = timed_rounds({"ours": ours, "floor": floor_round}, [w * args.repeat for w in round_words], {})
-    ratios = [o / f for o, f in zip(per_round["ours"], per_round["floor"])]
-    ratio = statistics.median(ratios)
+        wall, cpu = timed_both({"ours": ours, "floor": floor_round}, [w * args.repeat for w in round_words])
     load_end = os.getloadavg()
+    clocks = {}
+    for clock, per_round in (("cpu_time", cpu), ("wall_time", wall)):
+        ratios = [o / f for o, f in zip(per_round["ours"], per_round["floor"])]
+        clocks[clock] = {
+            "words_per_s": {name: round(statistics.median(v), 1) for name, v in per_round.items()},
+            "ours_vs_floor": round(statistics.median(ratios), 3),
+            "ratio_per_round": [round(x, 3) for x in ratios],
+        }
+    ratio = clocks["cpu_time"]["ours_vs_floor"]
     result = {
         "benchmark": "cpu_floor",
         "date": datetime.date.today().isoformat(),
@@ -135,9 +163,9 @@ def benchmark(args: argparse.Namespace, workdir: Path) -> Dict:
         "rounds": args.rounds,
         "repeat": args.repeat,
         "entities_per_100_words_round0": round(100 * entities / round_words[0], 1),
-        "words_per_s": {name: round(statistics.median(v), 1) for name, v in per_round.items()},
-        "ours_vs_floor": round(ratio, 3),
-        "ratio_per_round": [round(x, 3) for x in ratios],
+        "clock": "cpu_time: the process's CPU seconds (other processes on a shared machine do not count); wall_time: elapsed",
+        **clocks,
+        "ours_vs_floor": ratio,
         "target": TARGET,
         "met": ratio >= TARGET,
         "load_average": {"start": [round(x, 2) for x in load_start], "end": [round(x, 2) for x in load_end]},
