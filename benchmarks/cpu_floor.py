@@ -13,9 +13,9 @@ reports of 300-1,500 words) and the same weights, in interleaved rounds:
 
 Each round reads its documents ``--repeat`` times per method; words/s is the median over
 rounds, the ratio the median of per-round ratios (target: ours / floor >= 0.75), by the
-process's CPU time (``cpu_time``, the target's clock: on a shared machine the scheduler's pauses
-are not charged) and by the wall clock (``wall_time``). ``--profile`` prints cProfile's top functions of one ``ours`` round.
-The load average is recorded at start and end, with the CPU model and its vector flags; the
+process's CPU time (``cpu_time``, the target's clock: on a shared machine the scheduler's
+pauses are not charged) and by the wall clock (``wall_time``). ``--profile`` prints
+cProfile's top functions of one ``ours`` round. The load average is recorded at start and end, with the CPU model and its vector flags; the
 last printed line is one JSON object (also written to ``--output``).
 """
 
@@ -163,7 +163,7 @@ def benchmark(args: argparse.Namespace, workdir: Path) -> Dict:
         "rounds": args.rounds,
         "repeat": args.repeat,
         "entities_per_100_words_round0": round(100 * entities / round_words[0], 1),
-        "clock": "cpu_time: the process's CPU seconds (other processes on a shared machine do not count); wall_time: elapsed",
+        "clock": "cpu_time: the process's CPU seconds (other processes' load does not count); wall_time: elapsed",
         **clocks,
         "ours_vs_floor": ratio,
         "target": TARGET,
