@@ -84,8 +84,8 @@ def _torch_load(path: Path, allow_unsafe_pickle: bool, mmap: bool) -> Any:
         raise CheckpointError(
             f"{path} is not a plain state dict: loading it needs full unpickling, which can run "
             "arbitrary code hidden in the file. It was refused. If you trust the file's source, "
-            "set the config `allow_unsafe_pickle = true` (CLI: --allow-unsafe-pickle), or better, "
-            "re-save it once with torch.save(model.state_dict(), path)."
+            "set the component config `allow_unsafe_pickle = true` (in Python or a pipeline config), or "
+            "better, re-save it once with torch.save(model.state_dict(), path), which the command line loads."
         ) from err
     except Exception as err:  # a corrupt file can make the unpickler fail in any way (IndexError, KeyError, …)
         raise CheckpointError(

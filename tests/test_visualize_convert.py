@@ -1,6 +1,8 @@
 """``visualize`` and ``convert`` on tables, with predict's column options; ``convert --lang
 auto/detect`` as predict routes; and no message of theirs suggests an option they reject."""
 
+import argparse
+import ast
 import re
 from pathlib import Path
 
@@ -8,10 +10,12 @@ import pyarrow
 import pyarrow.parquet
 import pytest
 import spacy
+import torch
 import typer
 from spacy.tokens import DocBin
 from typer.testing import CliRunner
 
+import dt4h_spacy
 from dt4h_spacy.cli import app
 from dt4h_spacy.tsv import Mention, format_mentions
 
@@ -174,3 +178,37 @@ def test_convert_lang_auto_and_detect_route_as_predict_does(tmp_path, lang):
     for code, words in (("es", "diabetes"), ("it", "cirrosi epatica"), ("ro", "pneumonie acută")):
         (doc,) = docbin_docs(tmp_path / "corpus" / f"{code}.spacy", code)
         assert [e.text for e in doc.ents] == [words] and doc._.dt4h_lang == code
+
+
+# ------------------------------------------------------------- every message of the package
+
+NOT_COMMAND_OPTIONS = {"--sample", "--config"}  # python -m dt4h_spacy.demo's own (argparse) options
+SPACY_OVERRIDES = ("--paths", "--training", "--code")  # spaCy's config overrides and its train option
+
+
+def test_every_option_a_message_names_is_one_a_command_takes():
+    cli = typer.main.get_command(app)
+    taken = {"--help"} | {o for p in cli.params for o in p.opts}
+    taken |= {o for command in cli.commands.values() for p in command.params for o in p.opts}
+    named = {}
+    for path in Path(dt4h_spacy.__file__).parent.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                for option in re.findall(r"(?<![\w-])--[a-z][a-z-]*", node.value):
+                    named.setdefault(option, path.name)
+    phantom = {o: where for o, where in named.items()
+               if o not in taken | NOT_COMMAND_OPTIONS and not o.startswith(SPACY_OVERRIDES)}
+    assert not phantom, f"messages name options no command takes: {phantom}"
+
+
+@pytest.mark.parametrize("command", ["predict", "visualize"])
+def test_a_checkpoint_that_needs_unpickling_names_no_option_the_command_rejects(command, tmp_path, tiny_base_model):
+    torch.save({"weights": argparse.Namespace(layers=1)}, tmp_path / "pickled.pt")
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "MultiClinNER-es-test-disease-1.txt").write_text("Paciente con asma.", encoding="utf-8")
+    out = tmp_path / ("out.tsv" if command == "predict" else "page.html")
+    result = run(command, tmp_path / "in", out, "--checkpoint", tmp_path / "pickled.pt", "--base-model",
+                 tiny_base_model)
+    assert result.exit_code == 2 and "is not a plain state dict" in result.output and "re-save it" in result.output
+    suggested = set(re.findall(r"(?<![\w-])--[a-z][a-z-]*", result.output))
+    assert suggested <= accepted(command), result.output
