@@ -283,10 +283,10 @@ def evaluate_command(
 @app.command("evaluate-context")
 def evaluate_context_command(
     gold: Annotated[Path, typer.Argument(
-        metavar="GOLD", help="Gold mentions with qualifiers: TSV with negated/uncertain/... columns, JSONL, or brat "
+        metavar="GOLD", help="Gold mentions with qualifiers: TSV with negated/uncertain/... columns, JSONL, Parquet, or brat "
                              "(.ann file or folder, attribute lines such as 'A1<TAB>Negated T3').", show_default=False)],
     pred: Annotated[Path, typer.Argument(
-        metavar="PRED", help="Predictions: predict --context's .jsonl, or a TSV written with --context-columns.",
+        metavar="PRED", help="Predictions: predict --context's .jsonl or .parquet, or a TSV written with --context-columns.",
         show_default=False)],
     output: Annotated[Optional[Path], typer.Option(
         "--output", "-o", help="Write the metrics JSON to this file.", show_default=False)] = None,

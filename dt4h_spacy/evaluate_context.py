@@ -7,8 +7,8 @@ true value is the positive class; a mention whose value is unknown on either sid
 cell) is left out of that attribute's count. Scores are given per language (from the
 MultiClinNER file name or a ``lang`` field, else ``all`` only) and over all mentions.
 
-Readers: a mention TSV with qualifier columns (``predict --context-columns``), the JSONL of
-``predict --context`` (``id`` or ``filename``, ``start``, ``end``, the qualifier fields), or
+Readers: a mention TSV with qualifier columns (``predict --context-columns``), the JSONL or
+Parquet of ``predict --context`` (``id`` or ``filename``, ``start``, ``end``, the qualifier fields), or
 brat standoff (a ``.ann`` file or a folder of them) whose attribute lines (``A1\\tNegated T3``)
 name the qualifier: Negated/Negation, Uncertain/Uncertainty/Speculated/Possible, Hypothetical,
 Historical, Family (a brat gold marks only true values: the others are false).
@@ -24,7 +24,7 @@ from .errors import EvaluationError, RecordError
 from .filenames import lang_from_filename
 from .textfiles import document_name
 from .io.records import QUALIFIERS, Mention
-from .io.sinks import read_jsonl
+from .io.sinks import read_jsonl, read_parquet
 from .tsv import TSVError, parse_flag, read_mentions
 
 BRAT_ATTRIBUTES = {"negated": "negated", "negation": "negated", "uncertain": "uncertain",
@@ -76,9 +76,11 @@ def _qualified_row(row: Mapping[str, Any], where: str) -> Mention:
                    metadata={"lang": row["lang"]} if row.get("lang") else None, **flags)
 
 
-def _jsonl(path: Path) -> List[Mention]:
+def _rows(path: Path) -> List[Mention]:
+    """A ``.jsonl`` or ``.parquet`` of mention rows (predict's, or any with its columns)."""
+    reader = read_parquet if path.suffix.lower() == ".parquet" else read_jsonl
     try:
-        return read_jsonl(path, _qualified_row)
+        return reader(path, _qualified_row)
     except RecordError as err:
         raise EvaluationError(str(err)) from None
 
@@ -93,7 +95,8 @@ def _flag(value: Any, column: str, where: str) -> Optional[bool]:
 
 
 def read_qualified(path: Union[str, Path]) -> List[Mention]:
-    """The mentions of ``path`` with their qualifiers: brat (``.ann`` or a folder), ``.jsonl``, else TSV."""
+    """The mentions of ``path`` with their qualifiers: brat (``.ann`` or a folder), ``.jsonl``,
+    ``.parquet``, else TSV."""
     path = Path(path)
     if path.is_dir():
         files = sorted(path.rglob("*.ann"))
@@ -104,8 +107,8 @@ def read_qualified(path: Union[str, Path]) -> List[Mention]:
         raise EvaluationError(f"{path}: no such file or folder")
     if path.suffix.lower() == ".ann":
         return _brat_file(path)
-    if path.suffix.lower() == ".jsonl":
-        return _jsonl(path)
+    if path.suffix.lower() in (".jsonl", ".parquet"):
+        return _rows(path)
     try:
         mentions = read_mentions(path, aliases=True)
     except TSVError as err:

@@ -1,6 +1,7 @@
 """evaluate-context: qualifier P/R/F1 on the mentions both files share, from TSV, JSONL and brat."""
 
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -66,3 +67,15 @@ def test_bad_inputs_name_the_file_and_line(tmp_path):
     rows.write_text('{"id": "a", "start": 0, "end": 2, "negated": false}\n')
     result = CliRunner().invoke(app, ["evaluate-context", str(rows), str(other)])
     assert result.exit_code == 1 and "share no mention" in result.stderr
+
+
+def test_predicts_context_parquet_reads_as_its_jsonl(tmp_path, tiny_checkpoint, tiny_base_model):
+    examples = Path(__file__).resolve().parent.parent / "examples"
+    for suffix in (".jsonl", ".parquet"):
+        result = CliRunner().invoke(app, ["predict", str(examples), str(tmp_path / f"out{suffix}"), "--context", "-q",
+                                          "--checkpoint", str(tiny_checkpoint), "--base-model", str(tiny_base_model)])
+        assert result.exit_code == 0, result.output
+    as_jsonl, as_parquet = (read_qualified(tmp_path / f"out{suffix}") for suffix in (".jsonl", ".parquet"))
+    assert as_jsonl and [m.values for m in as_parquet] == [m.values for m in as_jsonl]
+    assert all(m.negated is not None for m in as_parquet)
+    assert evaluate_context(as_parquet, as_jsonl) == evaluate_context(as_jsonl, as_jsonl)

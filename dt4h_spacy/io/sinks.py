@@ -140,17 +140,20 @@ def read_jsonl(path: Path, row_mention: Callable[[Mapping[str, Any], str], Menti
     return mentions
 
 
-def read_parquet(path: Path) -> List[Mention]:
-    """The mentions of a ``.parquet`` OUTPUT, in row order, reading only the mention columns."""
+def read_parquet(path: Path, row_mention: Callable[[Mapping[str, Any], str], Mention] = record_mention) -> List[Mention]:
+    """The mentions of a ``.parquet`` OUTPUT, in row order; ``row_mention(row, where)`` reads
+    each row (by default only the mention columns are read)."""
     try:
         table = pyarrow.parquet.ParquetFile(path)
     except (OSError, pyarrow.ArrowInvalid) as err:
         raise RecordError(f"{path}: cannot read it as Parquet ({err})") from None
-    columns = [name for name in table.schema_arrow.names if name in RESERVED or name == "filename"]
+    names = table.schema_arrow.names
+    columns = [name for name in names if name in RESERVED or name == "filename"] if row_mention is record_mention \
+        else names
     mentions: List[Mention] = []
     for batch in table.iter_batches(columns=columns):
         for record in batch.to_pylist():
-            mentions.append(record_mention(record, f"{path} row {len(mentions) + 1}"))
+            mentions.append(row_mention(record, f"{path} row {len(mentions) + 1}"))
     return mentions
 
 
