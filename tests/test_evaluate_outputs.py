@@ -62,7 +62,10 @@ def test_a_bad_jsonl_line_or_parquet_row_is_named(tmp_path):
     assert result.stderr.startswith(f"error: {tmp_path / 'p.parquet'} row 1: no label; a mention row needs id")
     (tmp_path / "page.html").write_text("<html></html>")
     result = run("evaluate", tmp_path / "gold.tsv", tmp_path / "page.html")
-    assert result.exit_code == 1 and "a .html file holds no mention rows to read; give a .tsv, .jsonl" in result.stderr
+    assert result.exit_code == 1 and "a .html file holds a displaCy page, not mention rows; give a .tsv" in result.stderr
+    (tmp_path / "out.cdm.jsonl").write_text("{}\n")
+    result = run("evaluate", tmp_path / "gold.tsv", tmp_path / "out.cdm.jsonl")
+    assert result.exit_code == 1 and "holds one CDM object per document, not mention rows" in result.stderr
 
 
 GOLD = [Mention("a", "DISEASE", 0, 4, "asma"), Mention("b.txt", "DISEASE", 10, 15, "gripe"),

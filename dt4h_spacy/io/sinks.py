@@ -172,6 +172,7 @@ def read_output(path: Path) -> List[Mention]:
     :class:`~dt4h_spacy.tsv.TSVError`) naming the file and row of what cannot be read."""
     kind = output_kind(path)
     if kind not in MENTION_READERS:
-        raise RecordError(f"{path}: a {kind} file holds no mention rows to read; give a .tsv, .jsonl or .parquet "
+        what = "one CDM object per document" if kind == CDM_SUFFIX else "a displaCy page"
+        raise RecordError(f"{path}: a {kind} file holds {what}, not mention rows; give a .tsv, .jsonl or .parquet "
                           "file (predict writes them by OUTPUT's extension)")
     return MENTION_READERS[kind](path)
