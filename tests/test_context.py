@@ -135,6 +135,15 @@ def test_doc_sents_are_used_when_a_pipe_set_them():
     assert qualify(text, ["varices"], sentencizer=True)["varices"][0] == {"is_negated"}
 
 
+def test_a_doc_without_sentences_or_targets_still_works():
+    nlp = spacy.blank("es")
+    nlp.add_pipe("dt4h_context")
+    for doc in nlp.pipe(["", "  \n ", "sin fiebre"]):  # empty, whitespace only, no sentence end, no targets
+        assert list(doc.ents) == []
+    # No sentence punctuation and no sentence starts set: the whole doc is one sentence.
+    assert qualify("sin fiebre ni disnea", ["disnea"])["disnea"] == ({"is_negated"}, ["sin", "ni"])
+
+
 def test_max_scope_limits_a_forward_scope():
     text = "No se observa en la exploración física realizada hoy ninguna adenopatía."
     assert qualify(text, ["adenopatía"], config={"max_scope": 3})["adenopatía"] == ({"is_negated"}, ["ninguna"])
@@ -258,6 +267,15 @@ def test_the_factory_is_found_through_its_entry_point_without_importing_the_pack
     ("ro", "Hipertensiune arterială în antecedente.", "Hipertensiune arterială", {"is_historical"}, ["în antecedente"]),
     ("ro", "Mama cu diabet zaharat.", "diabet zaharat", {"is_family"}, ["Mama"]),
     ("ro", "Nu se poate exclude o pneumonie.", "pneumonie", {"is_uncertain"}, ["Nu se poate exclude"]),
+    # A capitalised predicate opening a sentence governs what follows; so does a participle before an article.
+    ("it", "Esclusa dissecazione aortica.", "dissecazione aortica", {"is_negated"}, ["Esclusa"]),
+    ("it", "Assenti soffi cardiaci.", "soffi cardiaci", {"is_negated"}, ["Assenti"]),
+    ("it", "Alla TC esclusa la presenza di ascessi.", "ascessi", {"is_negated"}, ["esclusa la"]),
+    ("it", "Tonsillectomia in età infantile.", "Tonsillectomia", {"is_historical"}, ["in età infantile"]),
+    ("it", "Eventuale comparsa di febbre va segnalata.", "febbre", {"is_hypothetical"}, ["Eventuale comparsa di"]),
+    ("ro", "S-a exclus pancreatita acută.", "pancreatita acută", {"is_negated"}, ["S-a exclus"]),
+    ("ro", "Apariția eventuală a edemelor va fi semnalată.", "edemelor", {"is_hypothetical"},
+     ["Apariția eventuală a"]),
 ])
 def test_italian_and_romanian_triggers(lang, text, mention, attrs, cues):
     assert qualify(text, [mention], lang=lang)[mention] == (attrs, cues)
@@ -266,6 +284,8 @@ def test_italian_and_romanian_triggers(lang, text, mention, attrs, cues):
 @pytest.mark.parametrize("lang,text,before,after", [
     ("it", "Non febbre ma tosse.", "febbre", "tosse"),
     ("ro", "Nu prezintă febră dar acuză tuse.", "febră", "tuse"),
+    ("it", "Non febbre; tosse produttiva.", "febbre", "tosse produttiva"),
+    ("ro", "Fără febră; tuse productivă.", "febră", "tuse productivă"),
 ])
 def test_terminations_in_italian_and_romanian(lang, text, before, after):
     found = qualify(text, [before, after], lang=lang)
