@@ -1,10 +1,11 @@
-"""The annotate step that ``predict``, ``visualize`` and both engines share: their options,
-loading the model once, routing each document to its language's head and tagging documents
+"""The annotate step that ``predict``, ``visualize`` and both engines share: checking their
+option values, loading the model once, routing each document to its language's head and tagging documents
 in batches (:class:`Pipelines`), and the one function from an annotated doc to its rows
 (:func:`doc_mentions`).
 
-The options are declared here once, as ``Annotated`` aliases, so the commands cannot drift
-apart; where documents come from is :mod:`dt4h_spacy.io`, how the work is scheduled
+The CLI's options are declared in :mod:`dt4h_spacy.cli_options`; here bad values raise the
+package's errors (:mod:`dt4h_spacy.errors`), so engines and scripts need no CLI library.
+Where documents come from is :mod:`dt4h_spacy.io`, how the work is scheduled
 :mod:`dt4h_spacy.engines`.
 """
 
@@ -15,7 +16,6 @@ from dataclasses import replace
 from itertools import chain
 from pathlib import Path
 from typing import (
-    Annotated,
     Any,
     Callable,
     Deque,
@@ -32,12 +32,12 @@ from typing import (
 )
 
 import spacy
-import typer
 from spacy.language import Language
 from spacy.tokens import Doc
 
 from .checkpoint import check_pipeline_folder
 from .component import DEFAULT_SPANS_KEY, FACTORY, DiseaseRecognizer
+from .errors import RunError, UsageError
 from .filenames import lang_from_filename, spacy_lang
 from .io.records import RESERVED, AnnotatedDoc, Document, Failure, Mention, span_mention
 from .io.sources import Source
@@ -57,104 +57,52 @@ def normalize_lang(value: str) -> str:
     Anything else is refused with the codes to use."""
     code = language_code(value)
     if code is None:
-        raise typer.BadParameter(f"{value!r} is not a language code; use es, it, ro (a language the model has a "
-                                 "head for), auto or detect.")
+        raise UsageError(f"{value!r} is not a language code; use es, it, ro (a language the model has a "
+                         "head for), auto or detect.")
     if code == "detect":
         try:
             check_languages(["es"])
         except ImportError as err:
-            raise typer.BadParameter(str(err)) from err
+            raise UsageError(str(err)) from err
     return code
 
 
-def _fallback_lang(value: Optional[str]) -> Optional[str]:
+def fallback_lang(value: Optional[str]) -> Optional[str]:
+    """``--fallback-lang`` as a language code (``auto``/``detect`` name no language)."""
     if value is None:
         return None
     code = language_code(value)
     if code is None or code in ("auto", "detect"):
-        raise typer.BadParameter(f"{value!r} is not a language code; give one, e.g. --fallback-lang es.")
+        raise UsageError(f"{value!r} is not a language code; give one, e.g. --fallback-lang es.")
     return code
 
 
-def _kept_columns(value: Optional[str]) -> Tuple[str, ...]:
+def kept_columns(value: Optional[str]) -> Tuple[str, ...]:
+    """``--keep-columns`` as names, each once; a mention field's name would be overwritten, so it is refused."""
     names = tuple(dict.fromkeys(name.strip() for name in (value or "").split(",") if name.strip()))
     taken = [name for name in names if name in RESERVED]
     if taken:
-        raise typer.BadParameter(f"{', '.join(map(repr, taken))} would overwrite the mention field(s) of that name "
-                                 f"({', '.join(RESERVED)}); the document's id is already written as 'id'.")
+        raise UsageError(f"{', '.join(map(repr, taken))} would overwrite the mention field(s) of that name "
+                         f"({', '.join(RESERVED)}); the document's id is already written as 'id'.")
     return names
 
 
-def _encoding(value: str) -> str:
+def encoding_name(value: str) -> str:
+    """``--encoding`` as Python's name for it, or the names to use."""
     try:
         return check_encoding(value)
     except LookupError as err:
-        raise typer.BadParameter(str(err)) from err
+        raise UsageError(str(err)) from err
 
 
-def _delimiter(value: Optional[str]) -> Optional[str]:
+def delimiter_char(value: Optional[str]) -> Optional[str]:
+    """``--delimiter`` as one character (``\\t`` and ``tab`` name a tab)."""
     if value is None:
         return None
     value = {"\\t": "\t", "tab": "\t"}.get(value, value)
     if len(value) != 1 or value in "\"\r\n":
-        raise typer.BadParameter(f"{value!r} is not a delimiter; give one character, e.g. --delimiter ';'.")
+        raise UsageError(f"{value!r} is not a delimiter; give one character, e.g. --delimiter ';'.")
     return value
-
-
-InputArgument = Annotated[Path, typer.Argument(
-    metavar="INPUT", help="A .txt file, or a folder of them (.txt in any case, e.g. A.TXT); or a table: .parquet, "
-                          ".csv, .tsv, .jsonl, or a folder of Parquet parts.", show_default=False)]
-IdColumnOption = Annotated[str, typer.Option("--id-column", help="Table column with each document's id (its name "
-                                                                 "in the output).")]
-TextColumnOption = Annotated[str, typer.Option("--text-column", help="Table column with each document's text.")]
-LangColumnOption = Annotated[Optional[str], typer.Option(
-    "--lang-column", help="Table column with each document's language (es, it, ro; es_ES etc. accepted); an empty "
-                          "value falls back to --lang. Default: --lang for every row.", show_default=False)]
-LangOption = Annotated[str, typer.Option(
-    "--lang", callback=normalize_lang,
-    help="Language of the texts: es, it, ro (ES, es_ES, es-ES also accepted); auto to read it from "
-         "MultiClinNER file names (MultiClinNER-es-test-disease-00019.txt -> es) and detect it in the text of "
-         "other documents; detect to detect it in every text (needs dt4h_spacy[langdetect]).")]
-FallbackLangOption = Annotated[Optional[str], typer.Option(
-    "--fallback-lang", callback=_fallback_lang,
-    help="Annotate documents found (by name or detection) to be in a language the model has no head for as this "
-         "language, instead of skipping them.", show_default=False)]
-RecursiveOption = Annotated[bool, typer.Option(
-    "--recursive", "-r", help="Also read .txt files in subfolders (symlinked folders are not followed).")]
-KeepColumnsOption = Annotated[Optional[str], typer.Option(
-    "--keep-columns", callback=_kept_columns, metavar="COLUMNS",
-    help="Table columns to copy beside every mention of their document, comma-separated, e.g. "
-         "patient_id,admission_id (.jsonl/.parquet OUTPUT; Parquet keeps their types, CSV values are text).",
-    show_default=False)]
-QuietOption = Annotated[bool, typer.Option(
-    "--quiet", "-q", help="No progress bar and no summary; problems are still reported on stderr.")]
-EncodingOption = Annotated[str, typer.Option(
-    "--encoding", callback=_encoding,
-    help="Encoding of the .txt files and of CSV, TSV and JSON-lines tables, e.g. cp1252 or latin-1 for many "
-         "hospital exports. Offsets index the decoded text.")]
-DelimiterOption = Annotated[Optional[str], typer.Option(
-    "--delimiter", callback=_delimiter,
-    help="Field delimiter of a CSV table, e.g. ';' (Spanish and Italian spreadsheets) or '\\t'. Default: the one "
-         "of , ; tab | that its header line holds most often (tab for .tsv).", show_default=False)]
-CheckpointOption = Annotated[Optional[str], typer.Option(
-    "--checkpoint", help="DT4H multi-task .pt file (or a Hugging Face repo id, which needs network). "
-                         "Default: the published es-it-ro disease model.", show_default=False)]
-BaseModelOption = Annotated[Optional[str], typer.Option(
-    "--base-model", help="Folder (or hub id) with the encoder config and tokenizer the checkpoint was trained "
-                         "from. Default: FacebookAI/xlm-roberta-base.", show_default=False)]
-ModelOption = Annotated[Optional[str], typer.Option(
-    "--model", help="A saved spaCy pipeline folder (nlp.to_disk) or an installed pipeline package, instead of "
-                    "--checkpoint/--base-model.", show_default=False)]
-BatchSizeOption = Annotated[int, typer.Option("--batch-size", min=1, help="Documents per batch.")]
-DeviceOption = Annotated[str, typer.Option("--device", help="Where the network runs: cpu, cuda, cuda:N or auto.")]
-ContextOption = Annotated[bool, typer.Option(
-    "--context", help="Qualify each mention with the dt4h_context pipe (ConText rules for es, it, ro): negated, "
-                      "uncertain, hypothetical, historical, family columns in .jsonl/.parquet (TSV: with "
-                      "--context-columns), labels such as DISEASE (neg) in HTML.")]
-ContextRulesOption = Annotated[Optional[List[Path]], typer.Option(
-    "--context-rules", exists=True, dir_okay=False, metavar="FILE",
-    help="A ConText rule file (JSON, see README) that extends the packaged rules; repeat for several. Implies "
-         "--context.", show_default=False)]
 
 
 def context_config(context: bool, rule_files: Optional[Sequence[Path]]) -> Optional[Dict[str, Any]]:
@@ -172,7 +120,13 @@ def model_label(model: Optional[str], checkpoint: Optional[str]) -> str:
 
 
 def error(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
+    """One problem on stderr, as every command and engine reports it."""
+    print(f"error: {message}", file=sys.stderr, flush=True)
+
+
+def warning(message: str) -> None:
+    """A warning on stderr: the run goes on."""
+    print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
 def report_failures(failures: List[Failure]) -> None:
@@ -198,22 +152,22 @@ def warn_language_conflicts(paths: List[Path], lang: str) -> None:
         if code is not None and spacy_lang(code) != spacy_lang(lang):
             named[code].append(path.name)
     for code, names in sorted(named.items()):
-        typer.echo(f"warning: --lang {lang}, but {len(names)} file(s) are named as {code}: {_shown(names)}; they are "
-                   f"annotated as {lang} (use --lang auto to follow the names).", err=True)
+        warning(f"--lang {lang}, but {len(names)} file(s) are named as {code}: {_shown(names)}; they are "
+                   f"annotated as {lang} (use --lang auto to follow the names).")
 
 
 def open_source(source: Path, lang: str, recursive: bool, encoding: str, columns: Columns,
                 delimiter: Optional[str] = None) -> Source:
-    """INPUT as a :class:`~dt4h_spacy.io.sources.Source`, or a BadParameter saying why it
+    """INPUT as a :class:`~dt4h_spacy.io.sources.Source`, or a :class:`~dt4h_spacy.errors.UsageError` saying why it
     cannot be one; for text files, warn where ``--lang`` contradicts their names."""
     try:
         opened = Source.open(source, columns, recursive, encoding, delimiter)
     except (OSError, TableError) as err:
-        raise typer.BadParameter(str(err), param_hint="INPUT") from err
+        raise UsageError(str(err), option="INPUT") from err
     if columns.lang is not None and opened.columns is None:
-        raise typer.BadParameter("--lang-column is for tables; INPUT is text files.", param_hint="--lang-column")
+        raise UsageError("--lang-column is for tables; INPUT is text files.", option="--lang-column")
     if columns.keep and opened.columns is None:
-        raise typer.BadParameter("--keep-columns is for tables; INPUT is text files.", param_hint="--keep-columns")
+        raise UsageError("--keep-columns is for tables; INPUT is text files.", option="--keep-columns")
     warn_language_conflicts(opened.paths, lang)
     return opened
 
@@ -221,14 +175,14 @@ def open_source(source: Path, lang: str, recursive: bool, encoding: str, columns
 def prepare_output(output: Path) -> None:
     """Refuse a folder as OUTPUT and create OUTPUT's missing parent folders."""
     if output.is_dir():
-        raise typer.BadParameter(f"{output} is a folder; give the path of the file to write.", param_hint="OUTPUT")
+        raise UsageError(f"{output} is a folder; give the path of the file to write.", option="OUTPUT")
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise typer.BadParameter(f"cannot create the folder {output.parent}: {err.strerror or err}.",
-                                 param_hint="OUTPUT") from err
+        raise UsageError(f"cannot create the folder {output.parent}: {err.strerror or err}.",
+                         option="OUTPUT") from err
     if not os.access(output.parent, os.W_OK):
-        raise typer.BadParameter(f"cannot write into {output.parent}: it is not writable.", param_hint="OUTPUT")
+        raise UsageError(f"cannot write into {output.parent}: it is not writable.", option="OUTPUT")
 
 
 # --------------------------------------------------------------------------------- model
@@ -287,8 +241,8 @@ class Pipelines:
                  base_model: Optional[str] = None, settings: Optional[Dict[str, Any]] = None,
                  fallback: Optional[str] = None, context: Optional[Dict[str, Any]] = None) -> None:
         if model is not None and (checkpoint or base_model):
-            raise typer.BadParameter("use either --model or --checkpoint/--base-model, not both.",
-                                     param_hint="--model")
+            raise UsageError("use either --model or --checkpoint/--base-model, not both.",
+                             option="--model")
         self.lang, self.model, self.checkpoint, self.base_model = lang, model, checkpoint, base_model
         self.settings = dict(settings or {})
         self.fallback = fallback
@@ -307,7 +261,7 @@ class Pipelines:
 
     def load(self) -> Language:
         """The loaded pipeline. An unusable model, or an explicit ``--lang`` it has no head
-        for, ends the command (exit code 2)."""
+        for, raises :class:`~dt4h_spacy.errors.RunError` (exit code 2)."""
         if self._nlp is not None:
             return self._nlp
         # A component that cannot serve a document's language leaves it to the others; the
@@ -326,12 +280,11 @@ class Pipelines:
                 nlp.add_pipe(CONTEXT_FACTORY, config=self.context)
             served = served_languages(nlp)
         except (ImportError, OSError, ValueError) as err:  # CheckpointError is a ValueError; E048 an ImportError
-            error(str(err))
-            raise typer.Exit(2) from err
+            raise RunError(str(err), 2) from err
         for given, hint in ((self.lang, "--lang"), (self.fallback, "--fallback-lang")):
             if served is not None and given not in (None, "auto", "detect") and given not in served:
-                raise typer.BadParameter(f"the model has no head for language {given!r}; it serves "
-                                         f"{', '.join(sorted(served))}.", param_hint=hint)
+                raise UsageError(f"the model has no head for language {given!r}; it serves "
+                                 f"{', '.join(sorted(served))}.", option=hint)
         _lift_length_limit(nlp)
         self._nlp, self._served = nlp, served
         return nlp
@@ -357,8 +310,8 @@ class Pipelines:
                                f"{', '.join(sorted(self._served or ()))}); pass --fallback-lang with one of them to "
                                "annotate it anyway")
         if code == self.fallback and found != code:
-            typer.echo(f"warning: {document.name} is in {found}, which the model has no head for; annotated as "
-                       f"{code} (--fallback-lang)", err=True)
+            warning(f"{document.name} is in {found}, which the model has no head for; annotated as "
+                       f"{code} (--fallback-lang)")
         self._report_partial_service(document.name, code)
         doc = self._tokenizer(code)(document.text)
         doc._.dt4h_lang = code
@@ -371,8 +324,8 @@ class Pipelines:
         missing = [n for n, c in components if not c.serves(code)]
         if missing:
             serving = [n for n, c in components if c.serves(code)]
-            typer.echo(f"warning: {name} is in {code}, which the {', '.join(missing)} component(s) have no head "
-                       f"for; annotated by {', '.join(serving)} only", err=True)
+            warning(f"{name} is in {code}, which the {', '.join(missing)} component(s) have no head "
+                       f"for; annotated by {', '.join(serving)} only")
 
     def annotate(self, items: Iterable[Union[Document, Failure]], batch_size: int = 32,
                  n_process: int = 1) -> Iterator[Union[AnnotatedDoc, Failure]]:

@@ -1,8 +1,8 @@
 """``dt4h-spacy``: annotate folders of clinical text, score against the shared task, build corpora.
 
 One function per command; options shared by several commands are defined once, in
-:mod:`dt4h_spacy.batch` (with the input reading and annotating that predict and visualize
-share), so new commands reuse them. Exit codes: 0 success, 1 some input could
+:mod:`dt4h_spacy.cli_options` (the input reading and annotating that predict and visualize
+share is :mod:`dt4h_spacy.batch`), so new commands reuse them. Exit codes: 0 success, 1 some input could
 not be used (reported, the rest was still processed), 2 bad options or an unusable model,
 130 interrupted (Ctrl-C) before the output was complete, which is then left as it was.
 """
@@ -19,6 +19,15 @@ import typer
 
 from . import __version__
 from .batch import (
+    Pipelines,
+    context_config,
+    error,
+    model_label,
+    open_source,
+    prepare_output,
+    report_failures,
+)
+from .cli_options import (
     BaseModelOption,
     BatchSizeOption,
     CheckpointOption,
@@ -34,16 +43,10 @@ from .batch import (
     LangColumnOption,
     LangOption,
     ModelOption,
-    Pipelines,
     QuietOption,
     RecursiveOption,
     TextColumnOption,
-    context_config,
-    error,
-    model_label,
-    open_source,
-    prepare_output,
-    report_failures,
+    package_errors,
 )
 from .component import COMPAT_MODES
 from .corpus import (
@@ -109,6 +112,7 @@ class EngineName(str, Enum):
 
 
 @app.command("predict")
+@package_errors
 def predict_command(
     source: InputArgument,
     output: Annotated[Path, typer.Argument(
@@ -501,7 +505,7 @@ def export_command(
         error(str(err))
         raise typer.Exit(2) from err
     typer.echo(f"{output}: heads {', '.join(heads)}")
-app.command("visualize")(visualize_command)
+app.command("visualize")(package_errors(visualize_command))
 
 
 def main() -> None:

@@ -1,4 +1,10 @@
-"""Exceptions that name the problem and the way out."""
+"""Exceptions that name the problem and the way out.
+
+Everything below the CLI raises these; :mod:`dt4h_spacy.cli_options` turns them into the
+commands' messages and exit codes, so engines and scripts work without the CLI library.
+"""
+
+from typing import Any, Optional, Tuple
 
 
 class CheckpointError(ValueError):
@@ -23,3 +29,28 @@ class TrainingDataError(ValueError):
 
 class RecordError(ValueError):
     """A mention row (JSONL/Parquet) that cannot be read back; the message names where it is and what is wrong."""
+
+
+class UsageError(Exception):
+    """An option, INPUT or OUTPUT that cannot be used as given; ``option`` names it (``--resume``,
+    ``INPUT``), so the CLI's usage message points at it (exit code 2)."""
+
+    def __init__(self, message: str, option: Optional[str] = None) -> None:
+        super().__init__(message)
+        self.option = option
+
+    def __reduce__(self) -> Tuple[Any, ...]:  # keeps ``option`` when Ray sends it from a worker
+        return type(self), (str(self), self.option)
+
+
+class RunError(RuntimeError):
+    """A run that cannot go on (an unusable model, an OUTPUT that cannot be written, an
+    interruption); ``exit_code`` is the CLI's: 1 input could not be used, 2 model or input
+    unusable, 130 interrupted."""
+
+    def __init__(self, message: str, exit_code: int = 2) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+    def __reduce__(self) -> Tuple[Any, ...]:
+        return type(self), (str(self), self.exit_code)

@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Set, Union
 
-import typer
 from tqdm import tqdm
 
-from .batch import error, report_failures
+from .batch import report_failures
+from .errors import RunError, UsageError
 from .io.parts import Parts, PartsError, parts_folder
 from .io.cdm import write_cdm_jsonl
 from .io.records import AnnotatedDoc, Failure, Mention
@@ -47,23 +47,24 @@ def run_job(source: Source, output: Path, kind: str, engine: Engine, job: Dict[s
 
     ``job`` holds the settings that decide the rows, so a ``--resume`` with other settings is
     refused; ``with_context`` writes the qualifier columns; ``title`` gives an HTML page's title, ``spans`` draws all its spans stacked; ``model_name`` is a CDM
-    file's ``service_model``. Ctrl-C exits 130 with OUTPUT unchanged; committed parts are kept for ``--resume``.
+    file's ``service_model``. Ctrl-C raises :class:`~dt4h_spacy.errors.RunError` (exit code 130) with OUTPUT
+    unchanged; committed parts are kept for ``--resume``. Bad options raise :class:`~dt4h_spacy.errors.UsageError`.
     """
     html = kind == ".html"
     cdm = kind == CDM_SUFFIX
     if (html or cdm) and resume:
-        raise typer.BadParameter(f"--resume needs a .tsv, .jsonl or .parquet OUTPUT; {'an HTML page' if html else 'a CDM file'} "
-                                 "is written whole.", param_hint="--resume")
+        raise UsageError(f"--resume needs a .tsv, .jsonl or .parquet OUTPUT; {'an HTML page' if html else 'a CDM file'} "
+                         "is written whole.", option="--resume")
     parts = Parts(output, {**job, "output": str(output.resolve()), "with_scores": with_scores})
     try:
         done = set() if html or cdm else parts.open(resume)
     except PartsError as err:
-        raise typer.BadParameter(str(err), param_hint="--resume") from err
+        raise UsageError(str(err), option="--resume") from err
     if resume:
         total = source.total
         if total is None:
             total = sum(1 for _ in source.documents())
-        typer.echo(f"resuming: {len(done)} of {total} documents already written", err=True)
+        print(f"resuming: {len(done)} of {total} documents already written", file=sys.stderr, flush=True)
     outcome = Outcome(read=len(done))
     unit = "file" if source.columns is None else "document"
 
@@ -86,14 +87,12 @@ def run_job(source: Source, output: Path, kind: str, engine: Engine, job: Dict[s
                 try:
                     outcome.mentions = write_cdm_jsonl(output, annotated(progress), model_name, with_context)
                 except OSError as err:
-                    error(f"cannot write {output}: {err}")
-                    raise typer.Exit(1) from err
+                    raise RunError(f"cannot write {output}: {err}", 1) from err
             else:
                 pending = _commit_parts(annotated(progress), parts, commit_every)
         report_failures(outcome.failures)
         if html and not outcome.documents:
-            error(f"no document of {source.path} could be annotated; nothing written.")
-            raise typer.Exit(1)
+            raise RunError(f"no document of {source.path} could be annotated; nothing written.", 1)
         try:
             if html:
                 write_html(output, outcome.documents, title(), spans)
@@ -102,17 +101,15 @@ def run_job(source: Source, output: Path, kind: str, engine: Engine, job: Dict[s
                 outcome.mentions = MENTION_WRITERS[kind](output, parts.merged(pending), with_scores,
                                                          source.kept_schema(), with_context)
         except OSError as err:
-            error(f"cannot write {output}: {err}")
-            raise typer.Exit(1) from err
+            raise RunError(f"cannot write {output}: {err}", 1) from err
     except TableError as err:  # text that does not decode, found after the first rows
-        error(str(err))
-        raise typer.Exit(2) from None
+        raise RunError(str(err), 2) from None
     except KeyboardInterrupt:
         kept = ""
         if parts_folder(output).exists():
             kept = f"; the documents done are kept in {parts_folder(output)}: run again with --resume to continue"
-        error(f"interrupted; {output} was not written (a previous file there is unchanged){kept}.")
-        raise typer.Exit(130) from None
+        raise RunError(f"interrupted; {output} was not written (a previous file there is unchanged){kept}.",
+                       130) from None
     parts.remove()
     return outcome
 

@@ -9,7 +9,8 @@ from typing import Annotated, Callable, Optional
 
 import typer
 
-from .batch import (
+from .batch import Pipelines, context_config, open_source, prepare_output
+from .cli_options import (
     BaseModelOption,
     CheckpointOption,
     ContextOption,
@@ -22,12 +23,8 @@ from .batch import (
     LangColumnOption,
     LangOption,
     ModelOption,
-    Pipelines,
     RecursiveOption,
     TextColumnOption,
-    context_config,
-    open_source,
-    prepare_output,
 )
 from .engines.local import local_engine
 from .io.tables import Columns

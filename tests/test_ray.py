@@ -3,7 +3,11 @@ engine's rows (a local Ray with 2 CPUs, started and stopped here)."""
 
 import configparser
 import json
+import os
+import signal
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pyarrow
@@ -137,3 +141,94 @@ def test_a_table_that_does_not_decode_under_ray_is_one_line_as_with_the_local_en
     assert [line for line in result.stderr.splitlines() if line.startswith("error:")] == [
         f"error: {source} is not valid utf-8 at byte offset 21 (line 3, byte 0xf1); pass --encoding cp1252 if it is "
         "a Windows/Latin-1 export, or re-save the file as UTF-8"]
+
+
+MALFORMED = {
+    ".jsonl": "".join(line + "\n" for line in [
+        json.dumps({"id": "MultiClinNER-es-test-disease-00001", "text": NOTES["MultiClinNER-es-test-disease-00001"]},
+                   ensure_ascii=False),
+        '{"id": "MultiClinNER-es-test-disease-00003", "text": "cortada',  # row 2: malformed JSON
+        "[1, 2]",  # row 3: not an object
+        "",
+        json.dumps({"id": "MultiClinNER-es-test-disease-00004"}),  # row 5: no text
+        json.dumps({"id": "MultiClinNER-es-test-disease-00002", "text": "La paciente presenta neumonía y diabetes."},
+                   ensure_ascii=False)]),
+    ".csv": "id;text\r\nMultiClinNER-es-test-disease-00001;El paciente presenta miocarditis aguda y dolor.\r\n"
+            "MultiClinNER-es-test-disease-00003;uno;dos\r\n"  # row 2: three fields
+            "MultiClinNER-es-test-disease-00002;La paciente presenta neumonía y diabetes.\r\n",
+}
+
+
+@pytest.mark.parametrize("suffix", sorted(MALFORMED))
+def test_ray_reads_a_table_with_malformed_lines_in_its_encoding_as_the_local_engine_does(
+        suffix, tmp_path, local_ray, trained_checkpoint, tiny_base_model):
+    """Ray's own JSON reader stopped at the first malformed line and read UTF-8 whatever
+    --encoding said; both engines now read through one reader: same rows, same messages."""
+    source = tmp_path / f"export{suffix}"
+    source.write_bytes(MALFORMED[suffix].encode("cp1252"))
+    args = [str(source), "--checkpoint", str(trained_checkpoint), "--base-model", str(tiny_base_model), "--lang", "es",
+            "--encoding", "cp1252", "--batch-size", "2"]
+    local = CliRunner().invoke(app, ["predict", args[0], str(tmp_path / "local.jsonl"), *args[1:]])
+    result = CliRunner().invoke(app, ["predict", args[0], str(tmp_path / "ray.jsonl"), *args[1:], "--engine", "ray"])
+    assert (local.exit_code, result.exit_code) == (1, 1), (local.output, result.output)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [line for line in local.stderr.splitlines() if line.startswith("error:")]
+    expected = {".jsonl": [f"error: skipped {source} row 2: not valid JSON (Invalid control character at: line 1 "
+                           "column 62 (char 61))", f"error: skipped {source} row 3: not a JSON object",
+                           f"error: skipped {source} row 5: missing text (column 'text')"],
+                ".csv": [f"error: skipped {source} row 2: expected 2 fields like the header, got 3"]}[suffix]
+    assert errors == expected
+    written = (tmp_path / "ray.jsonl").read_text(encoding="utf-8")
+    assert written == (tmp_path / "local.jsonl").read_text(encoding="utf-8")
+    assert {json.loads(line)["text"] for line in written.splitlines()} >= {"miocarditis aguda", "neumonía"}
+
+
+def test_a_ray_worker_killed_mid_job_is_restarted_and_the_rows_are_those_of_an_uninterrupted_run(
+        tmp_path, local_ray, monkeypatch, trained_checkpoint, tiny_base_model):
+    """SIGKILL of the actor's process (not the driver's) while it holds a batch: Ray restarts
+    the actor and retries the batch; nothing is lost or written twice."""
+    source = tmp_path / "notes.parquet"
+    rows = [{"id": f"nota-{n:02d}", "text": text} for n, text in enumerate(
+        ["El paciente presenta miocarditis aguda y dolor.", "La paciente presenta neumonía y diabetes."] * 10)]
+    pyarrow.parquet.write_table(pyarrow.Table.from_pylist(rows), source)
+    marks = tmp_path / "marks"
+    marks.mkdir()
+
+    class Marking(engine.PipelineActor):
+        """Notes its process id and batch number as each batch starts, then takes a while."""
+
+        calls = 0
+
+        def __call__(self, batch):
+            self.calls += 1
+            (marks / f"{os.getpid()}-{self.calls}").touch()
+            time.sleep(0.3)
+            return super().__call__(batch)
+
+    killed = []
+
+    def kill_the_actor_in_its_second_batch():
+        deadline = time.monotonic() + 120
+        while not killed and time.monotonic() < deadline:
+            second = [name for name in os.listdir(marks) if name.endswith("-2")]
+            if second:
+                pid = int(second[0].split("-")[0])
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+            time.sleep(0.02)
+
+    monkeypatch.setattr(engine, "PipelineActor", Marking)
+    watcher = threading.Thread(target=kill_the_actor_in_its_second_batch, daemon=True)
+    watcher.start()
+    args = [str(source), "--lang", "es", "--checkpoint", str(trained_checkpoint), "--base-model", str(tiny_base_model),
+            "--batch-size", "2", "--with-scores"]
+    result = CliRunner().invoke(app, ["predict", args[0], str(tmp_path / "ray.tsv"), *args[1:], "--engine", "ray"])
+    watcher.join()
+    assert result.exit_code == 0, result.output
+    assert killed, "the actor was not killed"
+    assert {int(name.split("-")[0]) for name in os.listdir(marks)} - set(killed), "no actor took over"
+    local = CliRunner().invoke(app, ["predict", args[0], str(tmp_path / "local.tsv"), *args[1:]])
+    assert local.exit_code == 0, local.output
+    written = (tmp_path / "ray.tsv").read_text(encoding="utf-8")
+    assert written == (tmp_path / "local.tsv").read_text(encoding="utf-8")
+    assert written.count("miocarditis aguda") == 10 and written.count("neumonía") == 10

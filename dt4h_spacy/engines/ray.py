@@ -1,6 +1,9 @@
-"""The Ray engine: Ray Data reads INPUT, ``map_batches`` sends it through an actor pool of
-pipelines (one loaded model per actor, CPU or GPU), and the rows stream back here, where
-they are checked, committed and written exactly as by the local engine.
+"""The Ray engine: Ray tasks read INPUT's files through the local engine's reader
+(:func:`~dt4h_spacy.io.tables.file_items`: same rows, same messages for malformed lines, same
+``--encoding``), ``map_batches`` sends them through an actor pool of pipelines (one loaded
+model per actor, CPU or GPU), and the rows stream back here, where they are checked,
+committed and written exactly as by the local engine. An actor whose process dies is
+restarted and its batch retried (:data:`RETRIES` times), so a lost worker loses no row.
 
 Ray runs on this machine unless ``--ray-address`` (or ``RAY_ADDRESS``) names a cluster;
 there INPUT must be readable by every node (shared storage or object store). Order is
@@ -16,24 +19,19 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Set, Union
 
 import pyarrow
-import pyarrow.csv
-import typer
 
-from ..batch import Pipelines, error
+from ..batch import Pipelines
+from ..errors import RunError, UsageError
 from ..io.records import AnnotatedDoc, Document, Failure, mention_values, values_mention
 from ..io.sources import Source
-from ..io.tables import (
-    FirstSeen,
-    csv_parse_options,
-    csv_read_options,
-    decoding_error,
-    parquet_parts,
-    row_document,
-)
+from ..io.tables import FirstSeen, TableError, file_items, parquet_parts
 from ..run import Engine
 from ..textfiles import document_name, read_documents
 
 READ_CPUS = 0.25
+RETRIES = 3  # restarts of a dead actor, and retries of its batch: bounded, so a batch that kills every actor ends the run
+DOCUMENT_ROWS = pyarrow.schema([("where", pyarrow.string()), ("error", pyarrow.string()), ("id", pyarrow.string()),
+                                ("text", pyarrow.string()), ("lang", pyarrow.string()), ("metadata", pyarrow.string())])
 
 
 INSTALL = "pip install '.[ray]' in the dt4h_spacy folder (on every node of a cluster)"
@@ -53,8 +51,7 @@ def _import_ray() -> Any:
         import ray
         import ray.data  # noqa: F401
     except ImportError as err:
-        error(f"--engine ray needs Ray Data and aiohttp ({err}); {INSTALL}.")
-        raise typer.Exit(2) from err
+        raise RunError(f"--engine ray needs Ray Data and aiohttp ({err}); {INSTALL}.", 2) from err
     return ray
 
 
@@ -75,9 +72,34 @@ class _NoErrors(logging.Filter):
         return record.levelno < logging.ERROR
 
 
+def _document_row(item: Union[Document, Failure]) -> Dict[str, Any]:
+    """A document (kept columns as JSON, as the results carry them) or a failure as a row of :data:`DOCUMENT_ROWS`."""
+    if isinstance(item, Failure):
+        return {"where": str(item.path), "error": item.reason}
+    metadata = json.dumps(item.metadata, ensure_ascii=False, default=str) if item.metadata else None
+    return {"where": str(item.path), "id": item.name, "text": item.text, "lang": item.lang, "metadata": metadata}
+
+
+def read_files(batch: pyarrow.Table, source: Source, rows: int) -> Iterator[pyarrow.Table]:
+    """The documents and failures of the table files a batch names (column ``file``), as
+    blocks of ``rows`` rows: read by :func:`~dt4h_spacy.io.tables.file_items`, as the local
+    engine reads them, and streamed (a generator), so a large file is never held whole."""
+    assert source.columns is not None
+    for file in batch.column("file").to_pylist():
+        block: List[Dict[str, Any]] = []
+        for item in file_items(Path(file), source.columns, source.encoding, source.delimiter):
+            block.append(_document_row(item))
+            if len(block) == rows:
+                yield pyarrow.Table.from_pylist(block, schema=DOCUMENT_ROWS)
+                block = []
+        if block:
+            yield pyarrow.Table.from_pylist(block, schema=DOCUMENT_ROWS)
+
+
 class PipelineActor:
-    """One pipeline per Ray actor; ``__call__`` annotates a batch of input rows and returns
-    one result row per input row (a failure's reason, or the mentions as JSON)."""
+    """One pipeline per Ray actor; ``__call__`` annotates a batch of input rows (documents
+    read by :func:`read_files`, or the paths of text files) and returns one result row per
+    input row (a failure's reason, or the mentions as JSON)."""
 
     def __init__(self, pipelines: Pipelines, source: Source, done: Set[str], batch_size: int) -> None:
         self.pipelines, self.source, self.done, self.batch_size = pipelines, source, done, batch_size
@@ -89,13 +111,14 @@ class PipelineActor:
                     Failure(str(index), item.reason)
             return
         for index, row in enumerate(rows):
-            yield row_document(row, self.source.columns, str(index))
+            yield Failure(str(index), row["error"]) if row["error"] is not None else \
+                Document(row["id"], str(index), row["text"], row["lang"])
 
     def __call__(self, batch: pyarrow.Table) -> pyarrow.Table:
         rows = batch.to_pylist()
         results: List[Dict[str, Any]] = [
-            {"id": None, "where": row.get("path"), "error": None, "done": False, "mentions": "[]", "metadata": None}
-            for row in rows]
+            {"id": None, "where": row.get("path", row.get("where")), "error": None, "done": False, "mentions": "[]",
+             "metadata": row.get("metadata")} for row in rows]
         todo: List[Union[Document, Failure]] = []
         for item in self._documents(rows):
             result = results[int(item.path)]
@@ -111,32 +134,34 @@ class PipelineActor:
             else:
                 results[int(item.path)]["mentions"] = json.dumps(
                     [mention_values(m, with_name=False) for m in item.mentions], ensure_ascii=False, default=str)
-                if item.metadata:
-                    results[int(item.path)]["metadata"] = json.dumps(item.metadata, ensure_ascii=False, default=str)
         return pyarrow.Table.from_pylist(results, schema=pyarrow.schema(
             [("id", pyarrow.string()), ("where", pyarrow.string()), ("error", pyarrow.string()),
              ("done", pyarrow.bool_()), ("mentions", pyarrow.string()), ("metadata", pyarrow.string())]))
 
 
-def _dataset(ray: Any, source: Source) -> Any:
-    """INPUT as a Ray dataset whose rows carry the file they come from (``path``). Reading
-    reserves a quarter CPU per task, so an actor pool that takes every CPU cannot starve it."""
-    path = str(source.path)
-    light = {"num_cpus": READ_CPUS}
+def _dataset(ray: Any, source: Source, batch_size: int) -> Any:
+    """INPUT as a Ray dataset: the paths of text files (read by the actors), or a table's
+    documents, one read task per file (:func:`read_files`). Reading reserves a quarter CPU per
+    task, so an actor pool that takes every CPU cannot starve it."""
     if source.columns is None:
         return ray.data.from_items([{"path": str(p)} for p in source.paths])
-    columns = source.columns.names
-    suffix = source.path.suffix.lower()
-    if source.path.is_dir() or suffix == ".parquet":
-        return ray.data.read_parquet([str(p) for p in parquet_parts(source.path)], columns=columns,
-                                     include_paths=True, **light)
-    if suffix == ".jsonl":
-        return ray.data.read_json(path, lines=True, include_paths=True, **light)
-    return ray.data.read_csv(
-        path, include_paths=True, **light, read_options=csv_read_options(source.encoding),
-        parse_options=csv_parse_options(source.delimiter),
-        convert_options=pyarrow.csv.ConvertOptions(include_columns=columns,
-                                                   column_types={name: pyarrow.string() for name in columns}))
+    files = ray.data.from_items([{"file": str(p)} for p in parquet_parts(source.path)])
+    return files.map_batches(read_files, fn_kwargs={"source": source, "rows": batch_size}, batch_size=1,
+                             batch_format="pyarrow", num_cpus=READ_CPUS)
+
+
+def _package_error(err: BaseException, wrapper: type) -> Optional[BaseException]:
+    """The package's own error (a table that stops decoding, an unusable model or option)
+    that a Ray task or actor raised, found in the chain of ``wrapper`` exceptions (Ray's) that
+    carry it."""
+    seen: Set[int] = set()
+    current: Optional[BaseException] = err
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, (TableError, UsageError, RunError)) and not isinstance(current, wrapper):
+            return current
+        current = getattr(current, "cause", None) or current.__cause__ or current.__context__
+    return None
 
 
 def ray_engine(pipelines: Pipelines, batch_size: int = 32, workers: int = 1, gpus_per_worker: float = 0.0,
@@ -165,26 +190,21 @@ def ray_engine(pipelines: Pipelines, batch_size: int = 32, workers: int = 1, gpu
             context = ray.data.DataContext.get_current()
             context.execution_options.preserve_order = True
             context.enable_progress_bars = False
-            dataset = _dataset(ray, source).repartition(target_num_rows_per_block=batch_size).map_batches(
+            dataset = _dataset(ray, source, batch_size).repartition(target_num_rows_per_block=batch_size).map_batches(
                 PipelineActor, fn_constructor_kwargs={"pipelines": pipelines, "source": source, "done": done,
                                                       "batch_size": batch_size},
                 batch_size=batch_size, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(min_size=1, max_size=workers),
-                num_cpus=cpus_per_worker,
-                num_gpus=gpus_per_worker)
+                num_cpus=cpus_per_worker, num_gpus=gpus_per_worker, max_restarts=RETRIES, max_task_retries=RETRIES)
             yield from _results(dataset.iter_batches(batch_size=None, batch_format="pyarrow"), source)
         except ImportError as err:
-            error(f"Ray Data could not import what it needs ({err}); {INSTALL}.")
-            raise typer.Exit(2) from None
+            raise RunError(f"Ray Data could not import what it needs ({err}); {INSTALL}.", 2) from None
         except ray.exceptions.RayError as err:
-            located = decoding_error(source.path, source.encoding) if source.path.suffix.lower() in (
-                ".csv", ".tsv") and source.path.is_file() else None
-            if located is not None:  # as the local engine says it
-                error(located)
-                raise typer.Exit(2) from None
+            own = _package_error(err, ray.exceptions.RayError)
+            if own is not None:  # as the local engine raises it
+                raise own from None
             cause = getattr(err, "cause", None)
             advice = f"; {INSTALL}" if isinstance(cause, ImportError) else ""
-            error(f"the Ray workers failed: {_one_line(err)}{advice}")
-            raise typer.Exit(2) from None
+            raise RunError(f"the Ray workers failed: {_one_line(err)}{advice}", 2) from None
         finally:
             if started:
                 ray.shutdown()
@@ -196,18 +216,13 @@ def _results(batches: Iterator[pyarrow.Table], source: Source) -> Iterator[Union
     """The result rows as the local engine gives them: failures named by file or table row,
     later copies of an id refused, documents done by an earlier run left out."""
     first_seen = FirstSeen()
-    numbers: Dict[str, int] = {}
-    files = parquet_parts(source.path) if source.path.is_dir() else [source.path]
-    shown = {str(path.resolve()): str(path) for path in files}  # Ray names files by their absolute path
     for batch in batches:
         for row in batch.to_pylist():
-            origin = row["where"]
-            numbers[origin] = numbers.get(origin, 0) + 1
-            where = origin if source.columns is None else f"{shown.get(origin, origin)} row {numbers[origin]}"
+            where = row["where"]
             if row["error"] is not None:
                 yield Failure(where, row["error"])
                 continue
-            checked = first_seen(Document(row["id"] if source.columns is not None else document_name(origin), where, ""))
+            checked = first_seen(Document(row["id"] if source.columns is not None else document_name(where), where, ""))
             if isinstance(checked, Failure):
                 yield checked
             elif not row["done"]:

@@ -14,7 +14,7 @@ import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import pyarrow
 import pyarrow.csv
@@ -212,21 +212,21 @@ def table_columns(path: Path, encoding: str = "utf-8", delimiter: str = ",") -> 
     if path.is_dir() or path.suffix.lower() == ".parquet":
         return list(_parquet_file(parquet_parts(path)[0]).schema_arrow.names)
     if path.suffix.lower() == ".jsonl":
-        return next((list(values) for _, values in _jsonl_rows(path, encoding) if isinstance(values, dict)), [])
+        return next((list(values) for _, values in _jsonl_rows(path, Columns(), encoding) if isinstance(values, dict)),
+                    [])
     return _csv_header(path, encoding, delimiter)
 
 
-def _parquet_rows(path: Path, columns: Columns) -> Iterator[Row]:
-    for part in parquet_parts(path):
-        handle = _parquet_file(part)
-        number = 0
-        for batch in handle.iter_batches(batch_size=BATCH_ROWS, columns=columns.names):
-            for values in batch.to_pylist():
-                number += 1
-                yield f"{part} row {number}", values
+def _parquet_rows(part: Path, columns: Columns, encoding: str = "utf-8", delimiter: str = ",") -> Iterator[Row]:
+    """A Parquet file's rows (its own types: an integer id stays one until it names a document)."""
+    number = 0
+    for batch in _parquet_file(part).iter_batches(batch_size=BATCH_ROWS, columns=columns.names):
+        for values in batch.to_pylist():
+            number += 1
+            yield f"{part} row {number}", values
 
 
-def _csv_rows(path: Path, columns: Columns, encoding: str, delimiter: str) -> Iterator[Row]:
+def _csv_rows(path: Path, columns: Columns, encoding: str = "utf-8", delimiter: str = ",") -> Iterator[Row]:
     """CSV/TSV rows; quoted values may span lines. A line with the wrong number of fields
     is a failure (pyarrow skips it and tells us its number); text that does not decode
     stops the table with a :class:`TableError` saying where."""
@@ -255,7 +255,7 @@ def _csv_rows(path: Path, columns: Columns, encoding: str, delimiter: str) -> It
         yield f"{path} row {row}", skipped[row]
 
 
-def _jsonl_rows(path: Path, encoding: str) -> Iterator[Row]:
+def _jsonl_rows(path: Path, columns: Columns, encoding: str = "utf-8", delimiter: str = ",") -> Iterator[Row]:
     """JSON lines, parsed line by line: Arrow's JSON reader stops at the first bad line,
     and one bad line must cost only itself."""
     try:
@@ -277,21 +277,30 @@ def _jsonl_rows(path: Path, encoding: str) -> Iterator[Row]:
             raise table_error(path, encoding, err) from err
 
 
+RowReader = Callable[[Path, Columns, str, str], Iterator[Row]]
+ROW_READERS: Dict[str, RowReader] = {".parquet": _parquet_rows, ".csv": _csv_rows, ".tsv": _csv_rows,
+                                     ".jsonl": _jsonl_rows}
+
+
+def file_items(path: Path, columns: Columns, encoding: str = "utf-8",
+               delimiter: str = ",") -> Iterator[Union[Document, Failure]]:
+    """Each row of one table file (a folder's parts are files: :func:`parquet_parts`) as a
+    document, or a failure naming the file and row: the one suffix → reader dispatch that
+    both engines read through, so they give the same rows and the same messages. An id
+    repeated across rows is left to :class:`FirstSeen`, which needs the whole table."""
+    reader = ROW_READERS.get(path.suffix.lower(), _csv_rows)
+    for where, values in reader(path, columns, encoding, delimiter):
+        yield Failure(where, values) if isinstance(values, str) else row_document(values, columns, where)
+
+
 def read_table(path: Path, columns: Columns, encoding: str = "utf-8",
                delimiter: str = ",") -> Iterator[Union[Document, Failure]]:
     """Each row of the table at ``path`` (see :func:`check_table`) as a document or a
     failure, in table order; CSV, TSV and JSON lines are decoded from ``encoding``, CSV and
     TSV split at ``delimiter`` (see :func:`csv_delimiter`)."""
-    suffix = path.suffix.lower()
-    if path.is_dir() or suffix == ".parquet":
-        rows = _parquet_rows(path, columns)
-    elif suffix == ".jsonl":
-        rows = _jsonl_rows(path, encoding)
-    else:
-        rows = _csv_rows(path, columns, encoding, delimiter)
     first_seen = FirstSeen()
-    for where, values in rows:
-        yield Failure(where, values) if isinstance(values, str) else first_seen(row_document(values, columns, where))
+    for file in parquet_parts(path):
+        yield from map(first_seen, file_items(file, columns, encoding, delimiter))
 
 
 class FirstSeen:
