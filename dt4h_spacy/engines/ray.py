@@ -112,7 +112,7 @@ class PipelineActor:
             return
         for index, row in enumerate(rows):
             yield Failure(str(index), row["error"]) if row["error"] is not None else \
-                Document(row["id"], str(index), row["text"], row["lang"])
+                Document(row["id"], str(index), row["text"], row["lang"], json.loads(row["metadata"] or "{}"))
 
     def __call__(self, batch: pyarrow.Table) -> pyarrow.Table:
         rows = batch.to_pylist()
