@@ -343,6 +343,7 @@ def _read_corpus(fmt: CorpusFormat, source: Path, mentions: Optional[Path], recu
 
 
 @app.command("convert")
+@package_errors
 def convert_command(
     source: Annotated[Path, typer.Argument(
         metavar="INPUT", help="Folder of .txt files (with .ann files beside them for brat); a table of documents "
