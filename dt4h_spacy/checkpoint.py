@@ -289,7 +289,7 @@ def is_spacy_pipeline(folder: Path) -> bool:
 
 
 def pipelines_in(folder: Path) -> List[Path]:
-    """Saved spaCy pipelines one or two levels below ``folder`` (a training output's ``pipelines/<name>``)."""
+    """Saved spaCy pipelines one or two levels below ``folder`` (a training output's ``model-best``)."""
     found = {meta.parent for pattern in ("*/meta.json", "*/*/meta.json") for meta in folder.glob(pattern)}
     return sorted(p for p in found if is_spacy_pipeline(p))
 
@@ -298,7 +298,7 @@ def check_pipeline_folder(folder: Path) -> None:
     """Refuse an existing folder ``spacy.load`` cannot read, naming the pipelines inside it.
 
     spaCy would only say ``[E053] Could not read meta.json``; the usual mistake is passing
-    a training output folder, whose pipelines sit in ``pipelines/<name>/``. Anything else
+    a training output folder, whose pipelines sit in ``model-best/`` and ``model-last/``. Anything else
     (a pipeline, an installed package's name) is left to ``spacy.load``.
     """
     if not folder.is_dir() or is_spacy_pipeline(folder):
@@ -308,7 +308,7 @@ def check_pipeline_folder(folder: Path) -> None:
         way_out = f"It holds these pipelines; pass one of them: {_listing(pipelines)}."
     else:
         way_out = (
-            "Pass a folder written by nlp.to_disk, such as OUTPUT/pipelines/<name> of `dt4h-spacy train` "
+            "Pass a folder written by nlp.to_disk, such as OUTPUT/model-best of `spacy train` "
             "(a .pt checkpoint is not a pipeline)."
         )
     raise CheckpointError(f"{folder} is not a saved spaCy pipeline (it lacks config.cfg or meta.json). {way_out}")

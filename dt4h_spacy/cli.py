@@ -68,7 +68,7 @@ from .io.tables import Columns, is_table, table_columns
 from .run import run_job
 from .serve.limits import ServeSettings
 from .textfiles import atomic_write
-from .training.command import TRAIN_CONTEXT, train_command
+from .training.command import TRAIN_CONTEXT, init_checkpoint_command, train_command
 from .io.records import tsv_header, tsv_row
 from .tsv import TSVError, format_rows
 from .visualize import visualize_command
@@ -482,6 +482,7 @@ def serve_command(
 # (their logic lives in dt4h_spacy.training and dt4h_spacy.visualize)
 
 app.command("train", context_settings=TRAIN_CONTEXT)(train_command)
+app.command("init-checkpoint")(init_checkpoint_command)
 
 
 @app.command("export")

@@ -68,11 +68,18 @@ def init_weights(model: "MultiTaskTokenClassifier", seed: int, std: float = 0.02
                     nn.init.zeros_(module.bias)
                 if isinstance(module, nn.Embedding) and module.padding_idx is not None:
                     module.weight[module.padding_idx].zero_()
-        for _, head in sorted(model.classifiers.items()):
+    init_heads(model.classifiers, generator)
+    return model
+
+
+def init_heads(heads: Mapping[str, nn.Linear], generator: torch.Generator) -> None:
+    """Each head as torch initialises the authors' ``nn.Linear`` (U(±1/√fan_in)), in name
+    order, from ``generator``: also how a head added to a trained checkpoint starts."""
+    with torch.no_grad():
+        for _, head in sorted(heads.items()):
             bound = head.in_features ** -0.5
             head.weight.uniform_(-bound, bound, generator=generator)
             head.bias.uniform_(-bound, bound, generator=generator)
-    return model
 
 
 class MultiTaskTokenClassifier(nn.Module):

@@ -1,12 +1,14 @@
-"""Score every trained pipeline on the dev texts of its language: the project's evaluate step.
+"""Score a trained pipeline (or every pipeline in a folder) on the dev texts of its languages:
+the project's evaluate step.
 
-Each pipeline in PIPELINES_DIR annotates the .txt files (searched recursively) of the
+PIPELINE is a saved pipeline (``spacy train``'s ``OUTPUT/model-best``) or a folder of them.
+Each pipeline annotates the .txt files (searched recursively) of the
 languages it serves, as ``dt4h-spacy predict`` would; a file already annotated by an earlier
 pipeline (in name order: ``disease_es_ner`` before ``multilingual``) is not annotated again.
 All predictions are scored together against the gold TSV with the official MultiClinAI
 metrics, per language and overall.
 
-Usage: ``python scripts/evaluate_pipelines.py PIPELINES_DIR TEXTS_DIR GOLD_TSV OUT_DIR [--entity DISEASE]``
+Usage: ``python scripts/evaluate_pipelines.py PIPELINE TEXTS_DIR GOLD_TSV OUT_DIR [--entity DISEASE]``
 Writes ``OUT_DIR/predictions.tsv``, ``OUT_DIR/scores.json`` (official keys + per_lang) and
 ``OUT_DIR/scores.md`` (the per-language table).
 """
@@ -28,13 +30,14 @@ from dt4h_spacy.tsv import Mention, read_mentions, write_mentions
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("pipelines", type=Path, help="folder of pipelines (dt4h-spacy train's OUTPUT/pipelines)")
+    parser.add_argument("pipelines", type=Path, help="a saved pipeline (OUTPUT/model-best) or a folder of them")
     parser.add_argument("texts", type=Path, help="folder of dev .txt files (MultiClinNER names), searched recursively")
     parser.add_argument("gold", type=Path, help="gold MultiClinAI TSV of those texts")
     parser.add_argument("out", type=Path, help="folder for predictions.tsv, scores.json and scores.md")
     parser.add_argument("--entity", default=None, help="score only this label (e.g. DISEASE)")
     args = parser.parse_args()
-    pipelines = sorted(p for p in args.pipelines.iterdir() if (p / "config.cfg").is_file())
+    pipelines = ([args.pipelines] if (args.pipelines / "config.cfg").is_file()
+                 else sorted(p for p in args.pipelines.iterdir() if (p / "config.cfg").is_file()))
     if not pipelines:
         parser.error(f"no pipelines (folders with config.cfg) in {args.pipelines}")
     paths, failures = find_txt_files(args.texts, recursive=True)

@@ -1,7 +1,8 @@
 """``spacy project run sample``: convert → train → evaluate → package → visualize, offline.
 
-The workflow runs in a copy of the project files so the repository stays clean; it takes
-about a minute and a half on two CPU cores.
+The workflow (init-checkpoint → convert → spaCy's train → export → evaluate → package →
+visualize) runs in a copy of the project files so the repository stays clean; it takes
+about two minutes on two CPU cores.
 """
 
 import json
@@ -55,26 +56,26 @@ def test_the_sample_model_is_clearly_above_chance_on_every_language(project):
 def test_the_trained_pt_is_the_authors_layout(project):
     import torch
 
-    state = torch.load(project / "training/sample/best/model.pt", weights_only=True)
+    state = torch.load(project / "training/sample/model.pt", weights_only=True)
     heads = sorted({k.split(".")[1] for k in state if k.startswith("classifiers.")})
     assert heads == [f"disease_{lang}_ner" for lang in LANGS]
     assert all(k.startswith(("encoder.", "classifiers.")) for k in state)
 
 
-def test_the_wheels_install_and_load_with_the_trained_entities(project, tmp_path):
+def test_the_wheel_installs_and_loads_with_the_trained_entities(project, tmp_path):
     text = (project / "sample/dev/es/MultiClinNER-es-dev-disease-00001.txt").read_text(encoding="utf-8")
-    expected = [(e.text, e.start_char, e.end_char) for e in spacy.load(project / "training/sample/pipelines/disease_es_ner")(text).ents]
+    expected = [(e.text, e.start_char, e.end_char) for e in spacy.load(project / "training/sample/model-best")(text).ents]
     assert expected, "the sample model should find something in this note"
     wheels = sorted((project / "packages/sample").glob("*/dist/*.whl"))
-    assert [w.name for w in wheels] == [f"{lang}_dt4h_disease-0.1.0-py3-none-any.whl" for lang in LANGS]
+    assert [w.name for w in wheels] == ["xx_dt4h_disease-0.1.0-py3-none-any.whl"]  # one package, every language
     target = tmp_path / "site"
     install = _run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "--target", str(target), *map(str, wheels)],
                    tmp_path, timeout=300)
     assert install.returncode == 0, install.stderr[-3000:]
     check = (
         "import json, sys, spacy\n"
-        "nlp = spacy.load('es_dt4h_disease')\n"
-        "assert spacy.load('ro_dt4h_disease').lang == 'ro'\n"
+        "nlp = spacy.load('xx_dt4h_disease')\n"
+        "assert nlp.get_pipe('dt4h_disease').languages.keys() == {'es', 'it', 'ro'}\n"
         "print(json.dumps([(e.text, e.start_char, e.end_char) for e in nlp(sys.stdin.read()).ents]))\n"
     )
     loaded = _run([sys.executable, "-c", check], tmp_path, input=text, timeout=300,
@@ -95,7 +96,7 @@ def test_visualize_wrote_one_page_per_language_with_every_dev_document(project):
 def test_a_rerun_skips_every_step_that_is_up_to_date(project):
     result = _run([sys.executable, "-m", "spacy", "project", "run", "sample", "."], project, timeout=300)
     assert result.returncode == 0
-    assert result.stdout.count("nothing changed") == 6, result.stdout
+    assert result.stdout.count("nothing changed") == 8, result.stdout
 
 
 def test_real_data_assets_are_marked_extra_and_unused_by_the_sample():

@@ -1,12 +1,14 @@
-"""``dt4h-spacy train CONFIG``: the command-line face of :func:`dt4h_spacy.training.train`.
+"""``dt4h-spacy train CONFIG`` and ``dt4h-spacy init-checkpoint``: the command-line faces of
+training, which runs on spaCy's own loop only.
 
-A spaCy pipeline config (one with ``[nlp]`` and ``[components]``, e.g. ``configs/finetune.cfg``)
-runs on spaCy's own loop instead (:func:`spacy_train`), so our CLI reaches the same training
-path as ``python -m spacy train``.
+``train`` is ``python -m spacy train CONFIG --output OUTPUT`` with the same overrides, plus
+what the authors' data needs: ``--paths.train``/``--paths.dev`` may be folders of annotated
+texts, converted first. ``init-checkpoint`` writes the checkpoint a run starts from when
+there is no trained one (a base encoder with fresh heads, or a new head on a trained model).
 """
 
 from pathlib import Path
-from typing import Annotated, Any, Dict, List, Optional
+from typing import Annotated, Any, Dict, Optional
 
 import typer
 from spacy.cli._util import parse_config_overrides
@@ -14,82 +16,119 @@ from spacy.util import load_config
 from thinc.api import Config, ConfigValidationError
 
 from ..errors import CheckpointError
+from .corpora import convert_texts, needs_conversion
+from .start import DEFAULT_TASKS, write_start_checkpoint
+
+CORPUS_PATHS = ("paths.train", "paths.dev")
+RESUME_MESSAGE = (
+    "spaCy's training loop cannot resume a run (it saves no optimizer state or step). Continue from the "
+    "last weights as a new run instead: `dt4h-spacy export {output}/model-last last.pt`, then train with "
+    "--paths.checkpoint last.pt and another --output."
+)
 
 
 def train_command(
     ctx: typer.Context,
-    config: Annotated[Path, typer.Argument(metavar="CONFIG", help="Training config (see configs/mtl_disease.cfg).",
+    config: Annotated[Path, typer.Argument(metavar="CONFIG", help="spaCy training config (configs/finetune.cfg).",
                                            show_default=False)],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for checkpoints, scores and pipelines.")] = Path("training"),
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for model-best/ and model-last/.")] = Path("training"),
     tasks: Annotated[Optional[str], typer.Option(
-        "--tasks", help="Train only these heads, comma-separated names of [tasks.*] sections (e.g. disease_es_ner); "
-                        "only their data is read. Default: every task of the config.", show_default=False)] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue from OUTPUT/last/ (same config and data).")] = False,
+        "--tasks", help="Not for spaCy's loop: train some languages by pointing --paths.train at their data.",
+        show_default=False, hidden=True)] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Not possible with spaCy's loop; the error says what to "
+                                                          "do instead.", hidden=True)] = False,
 ) -> None:
-    """Train the multi-task model: one shared encoder, one head per [tasks.*] section.
+    """Fine-tune on spaCy's own loop: `python -m spacy train CONFIG --output OUTPUT`.
 
-    Any config value can be overridden like with `spacy train`, e.g. --training.epochs 3
-    --paths.corpus corpus. Writes OUTPUT/best/model.pt and OUTPUT/last/model.pt (the
-    authors' .pt layout), OUTPUT/scores.jsonl, a spaCy pipeline per task in
-    OUTPUT/pipelines/<task>/ and, for two or more languages, one pipeline serving them all in
-    OUTPUT/pipelines/multilingual/. Exit code 2 for an unusable config, data or base model.
-    A spaCy pipeline config (configs/finetune.cfg) runs on spaCy's own loop, as
-    `python -m spacy train CONFIG --output OUTPUT` would: OUTPUT/model-best and
-    OUTPUT/model-last; --tasks and --resume do not apply to it.
+    Any config value can be overridden as with `spacy train`, e.g. --paths.train corpus/train
+    --training.max_epochs 3. --paths.train and --paths.dev take .spacy files or folders from
+    `dt4h-spacy convert`, or folders of annotated texts (.txt with a mentions.tsv, or brat
+    .ann files), which are converted into OUTPUT/corpus/ first. Writes OUTPUT/model-best and
+    OUTPUT/model-last (spaCy pipelines; `dt4h-spacy export` gives the published .pt). Exit
+    code 2 for an unusable config, data or checkpoint.
     """
-    from . import train
-
     if not config.is_file():
         raise typer.BadParameter(f"config file {config} not found.", param_hint="CONFIG")
-    selected = None if tasks is None else [name.strip() for name in tasks.split(",") if name.strip()]
     try:
         overrides = parse_config_overrides(ctx.args)
     except SystemExit as err:  # spaCy's parser exits on a malformed override
         raise typer.Exit(2) from err
-    if is_pipeline_config(load_config(config, interpolate=False)):
-        spacy_train(config, output, overrides, tasks=selected, resume=resume)
-        return
-    try:
-        result = train(config, output, overrides=overrides, tasks=selected, resume=resume)
-    except (ConfigValidationError, CheckpointError, FileNotFoundError, ValueError) as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from err
-    score = "no dev data" if result.best_score is None else f"best dev score {result.best_score:.4f}"
-    typer.echo(f"{result.steps} steps, {score}; checkpoint {result.best_checkpoint}")
-    for name, path in result.pipelines.items():
-        typer.echo(f"{name}: pipeline {path}")
-
-
-def is_pipeline_config(config: Config) -> bool:
-    """Whether ``config`` describes a spaCy pipeline (``spacy train``'s format) rather than our
-    multi-task trainer's (``[model]``, ``[tasks.*]``)."""
-    return "nlp" in config and "components" in config
-
-
-def spacy_train(config: Path, output: Path, overrides: Dict[str, Any], *, tasks: Optional[List[str]],
-                resume: bool) -> None:
-    """Run spaCy's own ``train`` on a pipeline config, the CLI's overrides applied.
-
-    ``--tasks`` and ``--resume`` belong to the multi-task trainer; with a pipeline config they
-    are refused rather than ignored, each naming spaCy's way to the same end.
-    """
-    from spacy.cli.train import train as spacy_cli_train
-
-    if tasks is not None:
-        typer.echo("error: --tasks applies to a [tasks.*] config; with a pipeline config, train some languages "
-                   "by pointing --paths.train at their <lang>.spacy files.", err=True)
-        raise typer.Exit(2)
-    if resume:
-        typer.echo("error: --resume applies to a [tasks.*] config; with a pipeline config, continue from a saved "
-                   "pipeline with `dt4h-spacy export OUTPUT/model-last model.pt` and --paths.checkpoint model.pt.",
-                   err=True)
+    refusal = _refusal(load_config(config, interpolate=False), config, output, tasks, resume)
+    if refusal:
+        typer.echo(f"error: {refusal}", err=True)
         raise typer.Exit(2)
     try:
-        spacy_cli_train(config, output, overrides=overrides)
+        overrides = converted_corpora(overrides, output / "corpus")
+        spacy_train(config, output, overrides)
     except (ConfigValidationError, CheckpointError, FileNotFoundError, ValueError) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from err
     typer.echo(f"pipelines {output / 'model-best'} and {output / 'model-last'}")
+
+
+def _refusal(config: Config, path: Path, output: Path, tasks: Optional[str], resume: bool) -> Optional[str]:
+    """Why this run cannot start as asked, with the way out; None when it can."""
+    if not ("nlp" in config and "components" in config):
+        return (f"{path} is not a spaCy pipeline config (no [nlp] and [components]); the [tasks.*] format of the "
+                "retired multi-task loop is gone. Use configs/finetune.cfg with --paths.train and --paths.dev "
+                "(one folder of <lang>.spacy files serves every language) and --paths.checkpoint (a fresh start "
+                "comes from `dt4h-spacy init-checkpoint`).")
+    if tasks is not None:
+        return ("--tasks does not apply to spaCy's loop: train some languages by pointing --paths.train at their "
+                "<lang>.spacy files; the checkpoint's other heads are kept as they were.")
+    if resume:
+        return RESUME_MESSAGE.format(output=output)
+    return None
+
+
+def converted_corpora(overrides: Dict[str, Any], corpus_dir: Path) -> Dict[str, Any]:
+    """``overrides`` with each corpus path that is a folder of annotated texts replaced by
+    its DocBins, written under ``corpus_dir/<train|dev>``."""
+    result = dict(overrides)
+    for key in CORPUS_PATHS:
+        value = result.get(key)
+        if isinstance(value, str) and needs_conversion(value):
+            target = corpus_dir / key.split(".")[1]
+            convert_texts(Path(value), target)
+            result[key] = str(target)
+    return result
+
+
+def spacy_train(config: Path, output: Path, overrides: Dict[str, Any]) -> None:
+    """spaCy's own ``train``: the one training loop."""
+    from spacy.cli.train import train
+
+    train(config, output, overrides=overrides)
+
+
+def init_checkpoint_command(
+    base_model: Annotated[str, typer.Argument(
+        metavar="BASE_MODEL", help="Encoder config + tokenizer folder (or hub id), e.g. a saved xlm-roberta-base.",
+        show_default=False)],
+    output: Annotated[Path, typer.Argument(metavar="OUTPUT_PT", help="Checkpoint file to write (.pt).",
+                                           show_default=False)],
+    tasks: Annotated[str, typer.Option(
+        "--tasks", help="Heads, comma-separated <entity>_<lang>_ner names.")] = ",".join(DEFAULT_TASKS),
+    pretrained: Annotated[bool, typer.Option(
+        "--pretrained", help="Start from BASE_MODEL's pretrained encoder weights (the authors' start); default: "
+                             "random weights from --seed.")] = False,
+    init_from: Annotated[Optional[Path], typer.Option(
+        "--from", help="Keep this checkpoint's encoder and heads and add fresh heads for the --tasks it lacks.",
+        show_default=False)] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the random weights.")] = 0,
+) -> None:
+    """Write the checkpoint a `spacy train` run starts from (--paths.checkpoint), in the published layout."""
+    names = [name.strip() for name in tasks.split(",") if name.strip()]
+    if not names:
+        raise typer.BadParameter("name at least one head, e.g. disease_es_ner.", param_hint="--tasks")
+    if pretrained and init_from is not None:
+        raise typer.BadParameter("--from keeps that checkpoint's encoder; drop --pretrained.", param_hint="--from")
+    try:
+        heads = write_start_checkpoint(base_model, output, names, seed, pretrained, init_from)
+    except (CheckpointError, OSError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from err
+    typer.echo(f"{output}: heads {', '.join(heads)}")
 
 
 TRAIN_CONTEXT = {"allow_extra_args": True, "ignore_unknown_options": True}
