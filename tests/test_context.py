@@ -128,6 +128,13 @@ def test_stopping_a_treatment_negates_it_but_not_its_cause():
     assert found == {"tratamiento": ({"is_negated"}, ["Se suspende"]), "diarrea": (set(), [])}
 
 
+def test_a_form_field_answered_no_and_a_working_diagnosis():
+    found = qualify("Urocultivo : negativo . Abdomen : no doloroso .", ["Urocultivo", "Abdomen"])
+    assert found == {"Urocultivo": ({"is_negated"}, [": negativo ."]), "Abdomen": (set(), [])}
+    found = qualify("Orientación diagnóstica : celulitis de pierna izquierda .", ["celulitis de pierna izquierda"])
+    assert found["celulitis de pierna izquierda"] == ({"is_uncertain"}, ["Orientación diagnóstica :"])
+
+
 def test_doc_sents_are_used_when_a_pipe_set_them():
     # The sentencizer does not split at a line break, our own splitter does.
     text = "No edemas\nvarices"
