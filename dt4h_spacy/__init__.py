@@ -13,6 +13,7 @@ _LAZY = {
     "DiseaseRecognizer": "component",
     "make_dt4h_disease": "component",
     "CheckpointError": "errors",
+    "annotate_table": "api",
 }
 
 __all__ = [*_LAZY, "__version__"]

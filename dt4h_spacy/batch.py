@@ -253,9 +253,9 @@ class Pipelines:
         self._tokenizers: Dict[str, Callable[[str], Doc]] = {}
 
     @classmethod
-    def of(cls, nlp: Language, lang: str = "auto") -> "Pipelines":
+    def of(cls, nlp: Language, lang: str = "auto", fallback: Optional[str] = None) -> "Pipelines":
         """Pipelines around an already loaded ``nlp`` (it tokenizes and tags every language)."""
-        pipelines = cls(lang)
+        pipelines = cls(lang, fallback=fallback)
         pipelines._nlp, pipelines._served, pipelines._own_tokenizer = nlp, served_languages(nlp), True
         return pipelines
 
@@ -348,7 +348,7 @@ class Pipelines:
         first = next(stream, None)  # loads the model, before nlp.pipe may fork its workers
         if first is not None:
             keys = spans_keys_of(self.load())
-            context = any(isinstance(c, ContextQualifier) for _, c in self.load().pipeline)
+            context = uses_context(self.load())
             for doc, (name, path, metadata) in self.load().pipe(chain([first], stream), as_tuples=True,
                                                                 batch_size=batch_size, n_process=n_process):
                 while failures:
@@ -374,6 +374,11 @@ def doc_mentions(name: str, doc: Doc, spans_keys: Sequence[str] = (DEFAULT_SPANS
     groups = [doc.spans[key] for key in spans_keys if key in doc.spans]
     for span in (span for group in groups for span in group) if groups else doc.ents:
         yield span_mention(name, span, span_qualifiers(span) if context else None)
+
+
+def uses_context(nlp: Language) -> bool:
+    """Whether ``nlp`` qualifies its mentions (has a dt4h_context pipe), so rows carry the qualifiers."""
+    return any(isinstance(component, ContextQualifier) for _, component in nlp.pipeline)
 
 
 def spans_keys_of(nlp: Language) -> List[str]:

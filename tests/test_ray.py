@@ -232,3 +232,25 @@ def test_a_ray_worker_killed_mid_job_is_restarted_and_the_rows_are_those_of_an_u
     written = (tmp_path / "ray.tsv").read_text(encoding="utf-8")
     assert written == (tmp_path / "local.tsv").read_text(encoding="utf-8")
     assert written.count("miocarditis aguda") == 10 and written.count("neumonía") == 10
+
+
+def test_the_public_udf_in_a_users_own_map_batches_gives_the_rows_of_engine_ray(tmp_path, local_ray,
+                                                                                trained_checkpoint, tiny_base_model):
+    source = tmp_path / "notes.parquet"
+    rows = [{"id": name, "text": text, "patient_id": n} for n, (name, text) in enumerate(NOTES.items())]
+    rows.append({"id": "MultiClinNER-en-test-disease-00001", "text": "The patient has asthma.", "patient_id": 9})
+    pyarrow.parquet.write_table(pyarrow.Table.from_pylist(rows), source)
+    model = {"checkpoint": str(trained_checkpoint), "base_model": str(tiny_base_model)}
+    result = CliRunner().invoke(app, ["predict", str(source), str(tmp_path / "ray.parquet"), "--checkpoint",
+                                      model["checkpoint"], "--base-model", model["base_model"], "--keep-columns",
+                                      "patient_id", "--context", "--engine", "ray", "--batch-size", "2"])
+    assert result.exit_code == 1, result.output  # the English row
+    dataset = ray.data.read_parquet(str(source)).map_batches(
+        engine.AnnotateMentions, fn_constructor_kwargs={**model, "keep_columns": ["patient_id"], "context": True},
+        batch_size=2, batch_format="pyarrow", concurrency=1)  # one CPU for it, one for reading (of 2)
+    mine = pyarrow.concat_tables(dataset.iter_batches(batch_size=None, batch_format="pyarrow"))
+    expected = pyarrow.parquet.read_table(tmp_path / "ray.parquet")
+    assert mine.schema == expected.schema
+    key = [("id", "ascending"), ("start", "ascending"), ("end", "ascending"), ("label", "ascending")]
+    assert mine.sort_by(key).equals(expected.sort_by(key))
+    assert {"miocarditis aguda", "scompenso", "infarct acut"} <= set(mine.column("text").to_pylist())

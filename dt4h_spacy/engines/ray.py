@@ -16,15 +16,26 @@ import logging
 import os
 import re
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Set, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Set, Union
 
 import pyarrow
 
-from ..batch import Pipelines
+from ..batch import Pipelines, error, kept_columns, uses_context
 from ..errors import RunError, UsageError
-from ..io.records import AnnotatedDoc, Document, Failure, mention_values, values_mention
+from ..io.records import AnnotatedDoc, Document, Failure, Mention, mention_values, sort_key, values_mention
+from ..io.sinks import mention_table
 from ..io.sources import Source
-from ..io.tables import FirstSeen, TableError, file_items, parquet_parts
+from ..io.tables import (
+    Columns,
+    FirstSeen,
+    TableError,
+    arrow_items,
+    arrow_kept_schema,
+    as_arrow,
+    check_columns,
+    file_items,
+    parquet_parts,
+)
 from ..run import Engine
 from ..textfiles import document_name, read_documents
 
@@ -137,6 +148,46 @@ class PipelineActor:
         return pyarrow.Table.from_pylist(results, schema=pyarrow.schema(
             [("id", pyarrow.string()), ("where", pyarrow.string()), ("error", pyarrow.string()),
              ("done", pyarrow.bool_()), ("mentions", pyarrow.string()), ("metadata", pyarrow.string())]))
+
+
+class AnnotateMentions:
+    """A Ray Data UDF for your own pipelines: rows of documents in, ``predict``'s Parquet rows
+    out (one per mention: ``id, label, start, end, text, score``, the qualifiers with
+    ``context=True``, then ``keep_columns`` in their types), through the CLI's own path
+    (:class:`~dt4h_spacy.batch.Pipelines`, the table readers' row checks, the Parquet row builder)::
+
+        ds = ray.data.read_parquet("notes/").map_batches(
+            AnnotateMentions, fn_constructor_kwargs={"model": "my_pipeline", "keep_columns": ["patient_id"]},
+            batch_size=64, batch_format="pyarrow", concurrency=4)
+
+    Each actor loads the model once (``model``: a saved pipeline; or ``checkpoint`` and
+    ``base_model``; ``settings`` are the component's config, e.g. ``device="cuda"``). A row
+    that cannot be annotated (no id or text, a language no head serves, an id repeated within
+    its batch) is reported on the actor's stderr and left out, as ``predict`` skips it.
+    """
+
+    def __init__(self, model: Optional[str] = None, checkpoint: Optional[str] = None,
+                 base_model: Optional[str] = None, *, lang: str = "auto", fallback_lang: Optional[str] = None,
+                 id_column: str = "id", text_column: str = "text", lang_column: Optional[str] = None,
+                 keep_columns: Sequence[str] = (), context: bool = False, batch_size: int = 32,
+                 **settings: Any) -> None:
+        self.columns = Columns(id_column, text_column, lang_column, kept_columns(",".join(keep_columns)))
+        self.pipelines = Pipelines(lang, model, checkpoint, base_model, settings, fallback_lang,
+                                   {"rule_files": []} if context else None)
+        self.with_context = uses_context(self.pipelines.load())
+        self.batch_size = batch_size
+
+    def __call__(self, batch: Any) -> pyarrow.Table:
+        table = as_arrow(batch)
+        check_columns(table.schema.names, self.columns, "the batch")
+        mentions: List[Mention] = []
+        for item in self.pipelines.annotate(arrow_items(table, self.columns, "batch"), self.batch_size):
+            if isinstance(item, Failure):
+                error(f"skipped {item}")
+            else:
+                mentions.extend(item.mentions)
+        return mention_table(sorted(mentions, key=sort_key), arrow_kept_schema(table.schema, self.columns),
+                             self.with_context)
 
 
 def _dataset(ray: Any, source: Source, batch_size: int) -> Any:

@@ -48,12 +48,25 @@ def write_jsonl(path: Path, mentions: Iterable[Mention], with_scores: bool = Tru
     return count
 
 
+def mention_schema(kept: Optional[pyarrow.Schema] = None, with_context: bool = False) -> pyarrow.Schema:
+    """The columns of a Parquet OUTPUT: :data:`SCHEMA`, the qualifiers (``with_context``), the ``kept`` columns."""
+    return pyarrow.unify_schemas([SCHEMA] + ([CONTEXT_SCHEMA] if with_context else [])
+                                 + ([kept] if kept is not None else []))
+
+
+def mention_table(mentions: Iterable[Mention], kept: Optional[pyarrow.Schema] = None,
+                  with_context: bool = False) -> pyarrow.Table:
+    """``mentions`` as one Arrow table with the rows and types :func:`write_parquet` writes."""
+    schema = mention_schema(kept, with_context)
+    names = kept.names if kept is not None else []
+    return _arrow_rows([mention_record(m, names, with_context) for m in mentions], schema)
+
+
 def write_parquet(path: Path, mentions: Iterable[Mention], with_scores: bool = True,
                   kept: Optional[pyarrow.Schema] = None, with_context: bool = False) -> int:
     """One Parquet row per mention, written in row groups of :data:`PARQUET_ROWS`, with the
     qualifiers (``with_context``) and the ``kept`` columns of its document last, in their Arrow types."""
-    parts = [SCHEMA] + ([CONTEXT_SCHEMA] if with_context else []) + ([kept] if kept is not None else [])
-    schema = pyarrow.unify_schemas(parts)
+    schema = mention_schema(kept, with_context)
     first_kept = len(FIELDS) + (len(QUALIFIERS) if with_context else 0)
     count = 0
     with atomic_write(path, binary=True) as handle:

@@ -14,7 +14,7 @@ import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import pyarrow
 import pyarrow.csv
@@ -80,7 +80,8 @@ def row_document(values: Dict[str, Any], columns: Columns, where: str) -> Union[
                     {name: values.get(name) for name in columns.keep})
 
 
-def _check_columns(found: Sequence[str], columns: Columns, source: Path) -> None:
+def check_columns(found: Sequence[str], columns: Columns, source: Union[Path, str]) -> None:
+    """Raise :class:`TableError` naming the columns ``columns`` needs that ``found`` lacks."""
     missing = [name for name in columns.names if name not in found]
     if not missing:
         return
@@ -201,9 +202,9 @@ def check_table(path: Path, columns: Columns, encoding: str = "utf-8", delimiter
         if not parts:
             raise TableError(f"no .parquet files in {path}.")
         for part in parts:
-            _check_columns(_parquet_file(part).schema_arrow.names, columns, part)
+            check_columns(_parquet_file(part).schema_arrow.names, columns, part)
     elif suffix != ".jsonl":
-        _check_columns(_csv_header(path, encoding, delimiter), columns, path)
+        check_columns(_csv_header(path, encoding, delimiter), columns, path)
 
 
 def table_columns(path: Path, encoding: str = "utf-8", delimiter: str = ",") -> List[str]:
@@ -217,13 +218,18 @@ def table_columns(path: Path, encoding: str = "utf-8", delimiter: str = ",") -> 
     return _csv_header(path, encoding, delimiter)
 
 
-def _parquet_rows(part: Path, columns: Columns, encoding: str = "utf-8", delimiter: str = ",") -> Iterator[Row]:
-    """A Parquet file's rows (its own types: an integer id stays one until it names a document)."""
+def _batch_rows(batches: Iterable[pyarrow.RecordBatch], name: object) -> Iterator[Row]:
+    """Arrow record batches' rows, numbered across batches, in their own types (an integer id
+    stays one until it names a document)."""
     number = 0
-    for batch in _parquet_file(part).iter_batches(batch_size=BATCH_ROWS, columns=columns.names):
+    for batch in batches:
         for values in batch.to_pylist():
             number += 1
-            yield f"{part} row {number}", values
+            yield f"{name} row {number}", values
+
+
+def _parquet_rows(part: Path, columns: Columns, encoding: str = "utf-8", delimiter: str = ",") -> Iterator[Row]:
+    return _batch_rows(_parquet_file(part).iter_batches(batch_size=BATCH_ROWS, columns=columns.names), part)
 
 
 def _csv_rows(path: Path, columns: Columns, encoding: str = "utf-8", delimiter: str = ",") -> Iterator[Row]:
@@ -303,6 +309,36 @@ def read_table(path: Path, columns: Columns, encoding: str = "utf-8",
         yield from map(first_seen, file_items(file, columns, encoding, delimiter))
 
 
+def as_arrow(table: Any) -> pyarrow.Table:
+    """A table held in memory as Arrow: a ``pyarrow.Table`` or record batch, a pandas
+    ``DataFrame`` (its index left out), or a mapping of columns (a Ray Data numpy batch)."""
+    if isinstance(table, pyarrow.Table):
+        return table
+    if isinstance(table, pyarrow.RecordBatch):
+        return pyarrow.Table.from_batches([table])
+    if hasattr(table, "columns") and hasattr(table, "iloc"):  # pandas, without importing it
+        return pyarrow.Table.from_pandas(table, preserve_index=False)
+    if isinstance(table, dict):
+        return pyarrow.table({name: list(values) for name, values in table.items()})
+    raise TableError(f"cannot read a {type(table).__name__} as a table; give a pyarrow.Table, a pandas DataFrame or "
+                     "the path of a .parquet, .csv, .tsv or .jsonl table.")
+
+
+def arrow_items(table: pyarrow.Table, columns: Columns, name: str = "table") -> Iterator[Union[Document, Failure]]:
+    """Each row of an Arrow table in memory as a document or a failure (``name row N``), read
+    as a Parquet file's rows are (:func:`check_columns` first)."""
+    first_seen = FirstSeen()
+    for where, values in _batch_rows(table.select(columns.names).to_batches(BATCH_ROWS), name):
+        yield first_seen(row_document(values, columns, where))
+
+
+def arrow_kept_schema(schema: pyarrow.Schema, columns: Columns) -> pyarrow.Schema:
+    """The kept columns' types in ``schema`` (text for a column of nulls only), as outputs write them."""
+    found = {name: schema.field(name).type for name in columns.keep if name in schema.names}
+    return pyarrow.schema([(name, found.get(name) if found.get(name) not in (None, pyarrow.null())
+                            else pyarrow.string()) for name in columns.keep])
+
+
 class FirstSeen:
     """Turns a document whose id was seen before into a failure that points at the first."""
 
@@ -325,19 +361,17 @@ def kept_schema(path: Path, columns: Columns) -> pyarrow.Schema:
     (text where it cannot); CSV/TSV values are text ("00123" keeps its zeros)."""
     if not columns.keep:
         return pyarrow.schema([])
-    found: Dict[str, pyarrow.DataType] = {}
+    schema = pyarrow.schema([])
     suffix = path.suffix.lower()
     if path.is_dir() or suffix == ".parquet":
         schema = _parquet_file(parquet_parts(path)[0]).schema_arrow
-        found = {name: schema.field(name).type for name in columns.keep}
     elif suffix == ".jsonl":
         try:
             with pyarrow.json.open_json(path) as reader:
-                found = {name: reader.schema.field(name).type for name in columns.keep if name in reader.schema.names}
+                schema = reader.schema
         except (OSError, pyarrow.ArrowException):
-            found = {}
-    return pyarrow.schema([(name, found.get(name) if found.get(name) not in (None, pyarrow.null())
-                            else pyarrow.string()) for name in columns.keep])
+            pass
+    return arrow_kept_schema(schema, columns)
 
 
 def count_rows(path: Path) -> Optional[int]:
