@@ -16,7 +16,8 @@ mention each with its gold attributes, written with the rules; and
 ``benchmarks/data/context_{it,ro}_cases.jsonl``, 50 and 52 case-report and discharge-letter
 sentences (lists, findings ruled out by imaging, test results, family, history, advice,
 pseudo-triggers), several mentions each, written and annotated before the rules were looked
-at and scored before any rule was changed for them.
+at and scored before any rule was changed for them; and ``context_{it,ro}_blind.jsonl``, 30
+more each in other wording, written after those changes and scored before the next ones.
 
     python benchmarks/context_eval.py --nubes /work/data/nubes --output context_eval.json
 """
@@ -172,7 +173,8 @@ def main() -> None:
             "es-held-out (NUBes 008-010)": ("es", nubes_items(args.nubes, HELD_OUT)),
             "es-held-out (IULA+)": ("es", iula_items(args.nubes)),
             "it (ours)": ("it", written_items("it")), "ro (ours)": ("ro", written_items("ro")),
-            "it (new cases)": ("it", written_items("it_cases")), "ro (new cases)": ("ro", written_items("ro_cases"))}
+            "it (new cases)": ("it", written_items("it_cases")), "ro (new cases)": ("ro", written_items("ro_cases")),
+            "it (blind)": ("it", written_items("it_blind")), "ro (blind)": ("ro", written_items("ro_blind"))}
     for title, (lang, items) in sets.items():
         systems = {"dt4h_context": ours(lang)}
         if lang == "es":

@@ -281,6 +281,9 @@ def test_the_factory_is_found_through_its_entry_point_without_importing_the_pack
     ("it", "Tonsillectomia in età infantile.", "Tonsillectomia", {"is_historical"}, ["in età infantile"]),
     ("it", "Eventuale comparsa di febbre va segnalata.", "febbre", {"is_hypothetical"}, ["Eventuale comparsa di"]),
     ("ro", "S-a exclus pancreatita acută.", "pancreatita acută", {"is_negated"}, ["S-a exclus"]),
+    # ... but not under a modal: that ruling-out is uncertain.
+    ("it", "Non può essere esclusa una miocardite.", "miocardite", {"is_uncertain"}, ["Non può essere esclusa"]),
+    ("it", "Nel caso in cui compaia febbre, ricontattare.", "febbre", {"is_hypothetical"}, ["Nel caso in cui"]),
     ("ro", "Apariția eventuală a edemelor va fi semnalată.", "edemelor", {"is_hypothetical"},
      ["Apariția eventuală a"]),
 ])
