@@ -1,6 +1,10 @@
 """Shared fixtures: tiny offline models, built once per test session."""
 
 import os
+import signal
+import subprocess
+import sys
+import time
 
 # No test may touch the network. The hub libraries read these once, when first imported,
 # so they are set before anything imports them (subprocesses inherit them too).
@@ -8,7 +12,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import pytest
 import spacy
@@ -72,3 +76,61 @@ def make_nlp(tiny_base_model, tiny_checkpoint) -> Callable[..., Language]:
         return nlp
 
     return make
+
+
+@pytest.fixture(scope="session")
+def two_component_pipeline(tmp_path_factory, trained_checkpoint, multilabel_checkpoint, tiny_base_model) -> Path:
+    """A saved ``xx`` pipeline of two components: ``disease`` (the per-language checkpoint,
+    es/it/ro, spans key ``disease``) beside ``family`` (the multilabel ``disease`` head, every
+    language, spans key ``family``), as a hospital combines them."""
+    nlp = spacy.blank("xx")
+    nlp.add_pipe("dt4h_disease", name="disease", config={
+        "checkpoint": str(trained_checkpoint), "base_model": str(tiny_base_model), "spans_key": "disease"})
+    nlp.add_pipe("dt4h_disease", name="family", config={
+        "checkpoint": str(multilabel_checkpoint), "base_model": str(tiny_base_model), "spans_key": "family",
+        "heads": ["disease"]})
+    nlp.initialize()
+    path = tmp_path_factory.mktemp("two") / "pipeline"
+    nlp.to_disk(path)
+    return path
+
+
+# Runs the real CLI and, once its second part is durable, touches a marker and waits to be
+# killed: SIGKILL then lands at the same point on every run.
+KILL_AFTER_TWO_PARTS = """
+import sys, time
+from pathlib import Path
+from dt4h_spacy.io.parts import Parts
+marker = Path(sys.argv.pop(1))
+commit = Parts.commit
+
+def commit_then_wait(self, *args, **kwargs):
+    commit(self, *args, **kwargs)
+    if len(self.paths) == 2:
+        marker.touch()
+        time.sleep(300)
+
+Parts.commit = commit_then_wait
+from dt4h_spacy.cli import main
+main()
+"""
+
+
+@pytest.fixture(scope="session")
+def kill_after_two_parts() -> Callable[..., str]:
+    """``kill_after_two_parts(args, marker, cwd=None)``: run ``dt4h-spacy ARGS`` in a new
+    process, SIGKILL it once its second ``--resume`` part is committed (``marker`` is touched
+    then) and return its stderr."""
+
+    def kill(args: Sequence[str], marker: Path, cwd: Path = None) -> str:
+        command = [sys.executable, "-c", KILL_AFTER_TWO_PARTS, str(marker), *map(str, args)]
+        process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 240
+        while not marker.exists() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        process.send_signal(signal.SIGKILL)
+        _, stderr = process.communicate(timeout=60)
+        assert marker.exists(), stderr
+        return stderr
+
+    return kill

@@ -5,10 +5,6 @@ without it."""
 import json
 import os
 import shutil
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -22,27 +18,6 @@ from dt4h_spacy.tsv import Mention, read_mentions, sort_key
 SENTENCES = ("El paciente presenta miocarditis aguda y dolor.", "Hoy la paciente presenta diabetes, con neumonía.",
              "La paciente presenta dolor hoy.")
 N_NOTES = 24
-
-# Runs the real CLI and, once its second part is durable, touches a marker and waits to be
-# killed: SIGKILL then lands at the same point on every run.
-KILL_AFTER_TWO_PARTS = """
-import sys, time
-from pathlib import Path
-from dt4h_spacy.io.parts import Parts
-marker = Path(sys.argv.pop(1))
-commit = Parts.commit
-
-def commit_then_wait(self, *args):
-    commit(self, *args)
-    if len(self.paths) == 2:
-        marker.touch()
-        time.sleep(300)
-
-Parts.commit = commit_then_wait
-from dt4h_spacy.cli import main
-main()
-"""
-
 
 def run(*args):
     return CliRunner().invoke(app, [str(a) for a in args])
@@ -75,18 +50,10 @@ def uninterrupted(tmp_path_factory, notes, model_args) -> str:
 
 
 def test_a_run_killed_after_two_parts_resumes_to_the_rows_of_an_uninterrupted_run(
-        tmp_path, notes, model_args, uninterrupted):
+        tmp_path, notes, model_args, uninterrupted, kill_after_two_parts):
     out = tmp_path / "out.tsv"
-    marker = tmp_path / "two-parts.marker"
-    command = [sys.executable, "-c", KILL_AFTER_TWO_PARTS, str(marker), "predict", str(notes), str(out), *model_args,
-               "--with-scores", "--commit-every", "3", "--batch-size", "2"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 240
-    while not marker.exists() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    _, stderr = process.communicate(timeout=60)
-    assert marker.exists(), stderr
+    kill_after_two_parts(["predict", notes, out, *model_args, "--with-scores", "--commit-every", "3", "--batch-size", "2"],
+                         tmp_path / "two-parts.marker")
     assert not out.exists()
     assert sorted(p.name for p in (tmp_path / "out.tsv.parts").iterdir()) == [
         "job.json", "part-00000001.jsonl", "part-00000002.jsonl"]

@@ -72,18 +72,9 @@ def test_unknown_policy_is_refused(make_nlp):
 
 
 @pytest.fixture(scope="module")
-def two_components(tmp_path_factory, trained_checkpoint, multilabel_checkpoint, tiny_base_model):
+def two_components(two_component_pipeline):
     """A per-language disease checkpoint beside a multilabel one that serves every language."""
-    nlp = spacy.blank("xx")
-    nlp.add_pipe("dt4h_disease", name="disease", config={
-        "checkpoint": str(trained_checkpoint), "base_model": str(tiny_base_model), "spans_key": "disease"})
-    nlp.add_pipe("dt4h_disease", name="family", config={
-        "checkpoint": str(multilabel_checkpoint), "base_model": str(tiny_base_model), "spans_key": "family",
-        "heads": ["disease"]})
-    nlp.initialize()
-    path = tmp_path_factory.mktemp("two") / "pipeline"
-    nlp.to_disk(path)
-    return nlp, path
+    return spacy.load(two_component_pipeline), two_component_pipeline
 
 
 def test_two_components_each_serve_the_docs_they_can(two_components):
