@@ -104,14 +104,20 @@ def run_job(source: Source, output: Path, kind: str, engine: Engine, job: Dict[s
             raise RunError(f"cannot write {output}: {err}", 1) from err
     except TableError as err:  # text that does not decode, found after the first rows
         raise RunError(str(err), 2) from None
+    except RunError as err:  # the engine stopped (e.g. Ray workers that kept dying): committed parts stay
+        raise RunError(f"{err}{_kept(output)}", err.exit_code) from None
     except KeyboardInterrupt:
-        kept = ""
-        if parts_folder(output).exists():
-            kept = f"; the documents done are kept in {parts_folder(output)}: run again with --resume to continue"
-        raise RunError(f"interrupted; {output} was not written (a previous file there is unchanged){kept}.",
+        raise RunError(f"interrupted; {output} was not written (a previous file there is unchanged){_kept(output)}.",
                        130) from None
     parts.remove()
     return outcome
+
+
+def _kept(output: Path) -> str:
+    """Where a stopped run's committed documents are, and how to continue (none: empty)."""
+    if not parts_folder(output).exists():
+        return ""
+    return f"; the documents done are kept in {parts_folder(output)}: run again with --resume to continue"
 
 
 def _commit_parts(documents: Iterator[AnnotatedDoc], parts: Parts, commit_every: int) -> List[Mention]:

@@ -254,3 +254,40 @@ def test_the_public_udf_in_a_users_own_map_batches_gives_the_rows_of_engine_ray(
     key = [("id", "ascending"), ("start", "ascending"), ("end", "ascending"), ("label", "ascending")]
     assert mine.sort_by(key).equals(expected.sort_by(key))
     assert {"miocarditis aguda", "scompenso", "infarct acut"} <= set(mine.column("text").to_pylist())
+
+
+def test_a_batch_that_kills_every_ray_worker_stops_the_run_with_its_parts_kept_for_resume(
+        tmp_path, local_ray, monkeypatch, trained_checkpoint, tiny_base_model):
+    """Retries are bounded, so a batch whose worker dies every time (say, out of memory)
+    ends the run in one line, never a hang; what was committed stays and --resume finishes
+    with the rows of an uninterrupted run."""
+    source = tmp_path / "notes.parquet"
+    rows = [{"id": f"nota-{n:02d}", "text": "El paciente presenta miocarditis aguda y dolor."} for n in range(16)]
+    pyarrow.parquet.write_table(pyarrow.Table.from_pylist(rows), source)
+
+    class Dying(engine.PipelineActor):
+        """Its process dies on the batch holding nota-13, every time."""
+
+        def __call__(self, batch):
+            if "nota-13" in batch.column("id").to_pylist():
+                os._exit(1)
+            time.sleep(0.2)
+            return super().__call__(batch)
+
+    monkeypatch.setattr(engine, "RETRIES", 1)
+    monkeypatch.setattr(engine, "PipelineActor", Dying)
+    args = [str(source), str(tmp_path / "out.tsv"), "--lang", "es", "--checkpoint", str(trained_checkpoint),
+            "--base-model", str(tiny_base_model), "--batch-size", "2", "--commit-every", "2", "--engine", "ray"]
+    result = CliRunner().invoke(app, ["predict", *args])
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith("error: the Ray workers failed: "), errors
+    assert errors[0].endswith(f"; the documents done are kept in {tmp_path / 'out.tsv.parts'}: run again with "
+                              "--resume to continue"), errors
+    assert not (tmp_path / "out.tsv").exists()
+    monkeypatch.undo()
+    resumed = CliRunner().invoke(app, ["predict", *args, "--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    local = CliRunner().invoke(app, ["predict", args[0], str(tmp_path / "local.tsv"), *args[2:-2]])
+    assert local.exit_code == 0, local.output
+    assert (tmp_path / "out.tsv").read_text(encoding="utf-8") == (tmp_path / "local.tsv").read_text(encoding="utf-8")
