@@ -110,6 +110,9 @@ def test_a_conjunction_ends_a_scope_unless_the_trigger_governs_a_list():
     found = qualify("No fiebre y el dolor en franca mejoría .", ["fiebre", "dolor"])
     assert found["fiebre"][0] == {"is_negated"} and found["dolor"] == (set(), [])
     assert qualify("Disnea y urocultivo negativo .", ["Disnea"])["Disnea"] == (set(), [])
+    # A denial reads a whole list, past the default scope of 6 tokens.
+    found = qualify("Niega pérdida de conciencia , cefalea , nauseas o vómitos .", ["vómitos"])
+    assert found["vómitos"] == ({"is_negated"}, ["Niega"])
     # "pero" still ends a list trigger's scope.
     assert qualify("Niega disnea pero tiene tos .", ["tos"])["tos"] == (set(), [])
 
