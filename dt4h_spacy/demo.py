@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Tuple
 
 from .testing import build_base_model_from_texts
-from .training.command import spacy_train
 from .training.corpora import MENTIONS_FILE, convert_texts
 from .training.export import export_checkpoint
+from .training.run import train
 from .training.start import write_start_checkpoint
 
 PACKAGE = Path(__file__).resolve().parent
@@ -46,7 +46,7 @@ def build_demo_model(directory: Path, sample: Path = SAMPLE, config: Path = CONF
         convert_texts(sample / split, directory / "corpus" / split)
     overrides = {"paths.train": str(directory / "corpus" / "train"), "paths.dev": str(directory / "corpus" / "dev"),
                  "paths.checkpoint": str(start), "paths.base_model": str(base)}
-    spacy_train(config, directory / "training", overrides)
+    train(config, directory / "training", overrides)
     checkpoint = directory / "model.pt"
     export_checkpoint(directory / "training" / "model-best", checkpoint)
     return checkpoint, base

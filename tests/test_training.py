@@ -4,6 +4,8 @@ train` (annotated texts converted, retired options refused with the way out), an
 run writes (a pipeline that keeps serving the languages it did not train)."""
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Dict
 
@@ -238,3 +240,13 @@ def test_an_annotated_folder_with_a_broken_file_is_refused_before_training(tmp_p
                     "--paths.checkpoint", tiny_checkpoint, "--paths.base_model", tiny_base_model)
     assert result.exit_code == 2 and str(texts) in result.output and "dt4h-spacy convert" in result.output
     assert not (tmp_path / "out" / "model-last").exists()
+
+
+def test_training_and_the_demo_need_no_cli_library():
+    code = ("import sys, spacy\n"
+            "for name in [n for n in sys.modules if n == 'typer' or n.startswith('typer.')]:\n"
+            "    sys.modules[name] = None\n"
+            "from dt4h_spacy.training import train, write_start_checkpoint\n"
+            "import dt4h_spacy.demo\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]

@@ -8,7 +8,7 @@ there is no trained one (a base encoder with fresh heads, or a new head on a tra
 """
 
 from pathlib import Path
-from typing import Annotated, Any, Dict, Optional
+from typing import Annotated, Optional
 
 import typer
 from spacy.cli._util import parse_config_overrides
@@ -16,10 +16,9 @@ from spacy.util import load_config
 from thinc.api import Config, ConfigValidationError
 
 from ..errors import CheckpointError
-from .corpora import convert_texts, needs_conversion
+from .run import train
 from .start import DEFAULT_TASKS, write_start_checkpoint
 
-CORPUS_PATHS = ("paths.train", "paths.dev")
 RESUME_MESSAGE = (
     "spaCy's training loop cannot resume a run (it saves no optimizer state or step). Continue from the "
     "last weights as a new run instead: `dt4h-spacy export {output}/model-last last.pt`, then train with "
@@ -58,8 +57,7 @@ def train_command(
         typer.echo(f"error: {refusal}", err=True)
         raise typer.Exit(2)
     try:
-        overrides = converted_corpora(overrides, output / "corpus")
-        spacy_train(config, output, overrides)
+        train(config, output, overrides)
     except (ConfigValidationError, CheckpointError, FileNotFoundError, ValueError) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from err
@@ -79,26 +77,6 @@ def _refusal(config: Config, path: Path, output: Path, tasks: Optional[str], res
     if resume:
         return RESUME_MESSAGE.format(output=output)
     return None
-
-
-def converted_corpora(overrides: Dict[str, Any], corpus_dir: Path) -> Dict[str, Any]:
-    """``overrides`` with each corpus path that is a folder of annotated texts replaced by
-    its DocBins, written under ``corpus_dir/<train|dev>``."""
-    result = dict(overrides)
-    for key in CORPUS_PATHS:
-        value = result.get(key)
-        if isinstance(value, str) and needs_conversion(value):
-            target = corpus_dir / key.split(".")[1]
-            convert_texts(Path(value), target)
-            result[key] = str(target)
-    return result
-
-
-def spacy_train(config: Path, output: Path, overrides: Dict[str, Any]) -> None:
-    """spaCy's own ``train``: the one training loop."""
-    from spacy.cli.train import train
-
-    train(config, output, overrides=overrides)
 
 
 def init_checkpoint_command(
