@@ -10,7 +10,8 @@ word's first subword; dropout 0.1; a dev evaluation per epoch, the best kept), w
 the component's own collation (``gold.training_batch``) and forward (``word_logits``), so
 the two runs differ only in the loop and the optimizer (spaCy's loop with thinc's Adam).
 
-Usage: ``python benchmarks/finetune_parity.py WORKDIR [--epochs 8]``
+Usage: ``python benchmarks/finetune_parity.py WORKDIR [--epochs 8] [--seed 0]`` (``--seed``: the
+batch order and dropout of both runs; the start weights are always the sample's seed 0)
 """
 
 import argparse
@@ -60,7 +61,7 @@ def score(nlp, dev: Path) -> dict:
 
 
 def authors_recipe(start: Path, base: Path, corpus: Path, epochs: int, lr: float, batch_size: int,
-                   max_length: int, stride: int, output: Path) -> float:
+                   max_length: int, stride: int, output: Path, seed: int = 0) -> float:
     """The reference loop (see the module docstring); saves the best pipeline at ``output``,
     returns the training seconds (dev evaluations and saving excluded)."""
     from dt4h_spacy.gold import annotated, example_language, example_units, training_batch
@@ -80,7 +81,8 @@ def authors_recipe(start: Path, base: Path, corpus: Path, epochs: int, lr: float
             heads = component.languages[lang]
             units.setdefault(lang, []).extend(example_units(eg, index, heads, schemes))
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, eps=1e-8, weight_decay=0.01)
-    rng = random.Random(0)
+    rng = random.Random(seed)
+    torch.manual_seed(seed)  # dropout
     best, seconds = -1.0, 0.0
     for _ in range(epochs):
         t0 = time.perf_counter()
@@ -111,6 +113,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("work", type=Path)
     parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     work = args.work.resolve()
     load_start = os.getloadavg()
@@ -135,20 +138,20 @@ def main() -> None:
 
     t0 = time.perf_counter()
     authors_s = authors_recipe(work / "start.pt", base, corpus, args.epochs, lr, size, component["max_length"],
-                               component["stride"], work / "authors")
+                               component["stride"], work / "authors", args.seed)
     authors_total = time.perf_counter() - t0
     t0 = time.perf_counter()
     spacy_train(CONFIG, work / "spacy", overrides={
         "paths.train": str(corpus / "train"), "paths.dev": str(corpus / "dev"),
         "paths.checkpoint": str(work / "start.pt"), "paths.base_model": str(base),
-        "training.max_epochs": args.epochs,
+        "training.max_epochs": args.epochs, "system.seed": args.seed,
     })
     spacy_s = time.perf_counter() - t0
 
     result = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpu": cpu_model(), "cores": os.cpu_count(),
         "threads": torch.get_num_threads(), "load_start": [round(x, 2) for x in load_start],
-        "epochs": args.epochs, "learn_rate": lr, "batch_size": size, "train_sentences": len(sentences),
+        "epochs": args.epochs, "seed": args.seed, "learn_rate": lr, "batch_size": size, "train_sentences": len(sentences),
         "train_words": words,
         "authors_reference": {**score(spacy.load(work / "authors"), corpus / "dev"), "train_s": round(authors_s, 1),
                               "words_per_s": round(words * args.epochs / authors_s),

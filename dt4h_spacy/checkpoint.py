@@ -32,7 +32,7 @@ WRAPPER_PREFIXES = ("model.", "module.")
 LEGACY_HEAD = re.compile(r"^(?P<prefix>.+)_classifier\.(?P<param>weight|bias)$")
 MODERN_HEAD = re.compile(r"^classifiers\.(?P<task>[^.]+)\.(?P<param>weight|bias)$")
 WEIGHT_SUFFIXES = (".pt", ".bin", ".safetensors")
-TRAINER_STATE_FILE = "trainer_state.pt"  # dt4h-spacy train's resumable state beside last/model.pt: not weights
+TRAINER_STATE_FILE = "trainer_state.pt"  # the retired training loop's resumable state beside last/model.pt: not weights
 HF_CONFIG = "config.json"
 HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
 HF_HEAD_PREFIX = "classifier."
@@ -253,8 +253,9 @@ def resolve_checkpoint(name_or_path: str, filename: Optional[str] = None) -> Pat
 def checkpoint_in_folder(folder: Path) -> Path:
     """The folder's only weights file; otherwise an error naming the file (or option) to use instead.
 
-    ``dt4h-spacy train``'s ``last/`` also holds ``trainer_state.pt`` (optimizer state, not
-    weights), so it is never counted: ``last/`` resolves to its ``model.pt``. Users most often
+    Output folders of the retired ``dt4h-spacy train`` loop hold ``last/trainer_state.pt``
+    (optimizer state, not weights), so it is never counted: ``last/`` resolves to its
+    ``model.pt``. Users most often
     pass a training output folder or a saved pipeline, so those get their own way out.
     """
     candidates = sorted(
