@@ -284,7 +284,8 @@ class DiseaseRecognizer(TrainablePipe):
             entities = stages.postprocess(read, prediction.probs, self.tagger.schemes, self.settings.orphan_i,
                                           threshold)
             spans = make_spans(doc, entities.starts, entities.ends, entities.labels, entities.scores)
-            self._set_spans(doc, spans, entities.scores.tolist())
+            apart = bool((entities.starts[1:] >= entities.ends[:-1]).all())  # in order, no shared token
+            self._set_spans(doc, spans, None if apart else entities.scores.tolist(), apart)
 
     def _set_authors_entities(self, doc: Doc, kept: List[CharEntity]) -> None:
         """Entities of the authors' script on the raw text: exact offsets in
@@ -394,12 +395,16 @@ class DiseaseRecognizer(TrainablePipe):
                           stacklevel=2)
         return ()
 
-    def _set_spans(self, doc: Doc, spans: List[Span], scores: Optional[List[float]] = None) -> List[Span]:
+    def _set_spans(self, doc: Doc, spans: List[Span], scores: Optional[List[float]] = None,
+                   apart: bool = False) -> List[Span]:
         """All ``spans`` to ``doc.spans[spans_key]``; those of :func:`non_overlapping` to
         ``doc.ents`` (see :meth:`_set_ents`), which are returned. ``scores``: the spans' own,
-        when known, so they are not read back through ``span._``."""
+        when known, so they are not read back through ``span._``; ``apart``: the spans are
+        known to be in order and share no token, so all are selected."""
         doc.spans[self.settings.spans_key] = spans
-        if scores is None:
+        if apart:
+            selected = list(spans)
+        elif scores is None:
             selected = non_overlapping(spans)
         else:
             bounds = [(span.start_char, span.end_char, score) for span, score in zip(spans, scores)]

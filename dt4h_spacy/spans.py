@@ -125,7 +125,8 @@ def make_spans(
     start_chars = offsets[starts, 0].tolist()
     end_chars = (offsets[ends - 1, 0] + offsets[ends - 1, 1]).tolist()
     doc.user_data.update(zip(map(score_key, start_chars, end_chars, labels), scores.tolist()))
-    return [Span(doc, s, e, label=label) for s, e, label in zip(starts.tolist(), ends.tolist(), labels)]
+    label_ids = {label: doc.vocab.strings.add(label) for label in set(labels)}  # an id: no lookup per span
+    return [Span(doc, s, e, label=label_ids[label]) for s, e, label in zip(starts.tolist(), ends.tolist(), labels)]
 
 
 def predicted_spans(

@@ -177,6 +177,8 @@ def postprocess(
         empty = numpy.zeros(0, dtype=numpy.int64)
         return DocEntities(empty, empty, [], numpy.zeros(0, dtype=numpy.float32))
     all_starts, all_ends, all_scores = numpy.concatenate(starts), numpy.concatenate(ends), numpy.concatenate(scores)
+    if len(probs) == 1:  # one head's entities are disjoint and in order already
+        return DocEntities(all_starts, all_ends, labels, all_scores)
     keys = list(zip(all_starts.tolist(), all_ends.tolist(), labels))
     order = sorted(range(len(labels)), key=keys.__getitem__)
     return DocEntities(all_starts[order], all_ends[order], [labels[k] for k in order], all_scores[order])
