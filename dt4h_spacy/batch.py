@@ -227,6 +227,9 @@ def _lift_length_limit(nlp: Language) -> None:
         nlp.max_length = sys.maxsize
 
 
+DocKey = Tuple[str, Union[str, Path], Mapping[str, Any]]  # a document's name, path and metadata
+
+
 class Pipelines:
     """The model, loaded once on the first document that needs it, and a tokenizer per language.
 
@@ -334,28 +337,40 @@ class Pipelines:
         ``nlp.pipe(n_process=…)``."""
         failures: Deque[Failure] = deque()
 
-        def docs() -> Iterator[Tuple[Doc, Tuple[str, Union[str, Path], Mapping[str, Any]]]]:
+        def docs() -> Iterator[Tuple[Doc, DocKey]]:
             for item in items:
-                if isinstance(item, Failure):
-                    failures.append(item)
-                    continue
-                try:
-                    yield self.make_doc(item), (item.name, item.path, item.metadata)  # not the text, twice
-                except ValueError as err:  # RoutingError; [E088] longer than a --model pipeline's nlp.max_length
-                    failures.append(Failure(item.path, str(err)))
+                read = self.read(item)
+                if isinstance(read, Failure):
+                    failures.append(read)
+                else:
+                    yield read
 
         stream = docs()
         first = next(stream, None)  # loads the model, before nlp.pipe may fork its workers
         if first is not None:
-            keys = spans_keys_of(self.load())
-            context = uses_context(self.load())
-            for doc, (name, path, metadata) in self.load().pipe(chain([first], stream), as_tuples=True,
-                                                                batch_size=batch_size, n_process=n_process):
+            for doc, key in self.load().pipe(chain([first], stream), as_tuples=True, batch_size=batch_size,
+                                             n_process=n_process):
                 while failures:
                     yield failures.popleft()
-                mentions = [replace(m, metadata=metadata) if metadata else m for m in doc_mentions(name, doc, keys, context)]
-                yield AnnotatedDoc(name, doc.text, doc._.dt4h_lang, mentions, path, metadata)
+                yield self.annotated(doc, key)
         yield from failures
+
+    def read(self, item: Union[Document, Failure]) -> Union[Tuple[Doc, DocKey], Failure]:
+        """``item`` as a routed doc and what :meth:`annotated` needs of it, or a failure."""
+        if isinstance(item, Failure):
+            return item
+        try:
+            return self.make_doc(item), (item.name, item.path, item.metadata)  # not the text, twice
+        except ValueError as err:  # RoutingError; [E088] longer than a --model pipeline's nlp.max_length
+            return Failure(item.path, str(err))
+
+    def annotated(self, doc: Doc, key: DocKey) -> AnnotatedDoc:
+        """The annotated ``doc`` as the outputs take it: its mentions, with the item's metadata."""
+        name, path, metadata = key
+        nlp = self.load()
+        mentions = [replace(m, metadata=metadata) if metadata else m
+                    for m in doc_mentions(name, doc, spans_keys_of(nlp), uses_context(nlp))]
+        return AnnotatedDoc(name, doc.text, doc._.dt4h_lang, mentions, path, metadata)
 
 
 def doc_mentions(name: str, doc: Doc, spans_keys: Sequence[str] = (DEFAULT_SPANS_KEY,),

@@ -154,6 +154,10 @@ def predict_command(
         "--threads", min=1, help="torch threads in this process. Default: torch's.", show_default=False)] = None,
     n_process: Annotated[int, typer.Option(
         "--n-process", min=1, help="Worker processes (spaCy's nlp.pipe n_process); each runs torch on one thread.")] = 1,
+    cpu_workers: Annotated[int, typer.Option(
+        "--cpu-workers", min=0, help="CPU processes that tokenize, window, decode and write spans, feeding the network "
+                                     "in this process (e.g. on --device cuda); 0: none. Not with --n-process or "
+                                     "--compat authors.")] = 0,
     compat: Annotated[Compat, typer.Option(
         "--compat", help="words: label spaCy's tokens (default). authors: the authors' published script, "
                          "exactly (raw text, its windows and vote; mentions may cross lines).")] = Compat.words,
@@ -214,7 +218,10 @@ def predict_command(
         annotate = ray_engine(pipelines, batch_size, workers, gpus_per_worker, cpus_per_worker, ray_address,
                               quiet)
     else:
-        annotate = local_engine(pipelines, batch_size, n_process)
+        if cpu_workers and (n_process > 1 or compat is Compat.authors):
+            raise typer.BadParameter("--cpu-workers runs the words reading in one network process; drop "
+                                     "--n-process and --compat authors, or --cpu-workers.", param_hint="--cpu-workers")
+        annotate = local_engine(pipelines, batch_size, n_process, cpu_workers)
     with_context = qualifiers is not None and (kind != ".tsv" or context_columns)
     outcome = run_job(opened, output, kind, annotate, job, with_scores=with_scores, with_context=with_context,
                       resume=resume, commit_every=commit_every, quiet=quiet, title=lambda: f"{source.name} predictions",

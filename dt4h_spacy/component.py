@@ -233,7 +233,7 @@ class DiseaseRecognizer(TrainablePipe):
             served: List[Doc] = []
             for doc in docs:
                 try:
-                    if self._heads_for(doc):
+                    if self.heads_for(doc):
                         served.append(doc)
                 except UnsupportedLanguageError as err:
                     error_handler(self.name, self, [doc], err)
@@ -250,7 +250,7 @@ class DiseaseRecognizer(TrainablePipe):
         Each doc is read by the heads of its language (``unsupported="raise"``: an
         :class:`UnsupportedLanguageError` for a doc that has none)."""
         docs = list(docs)
-        heads = [self._heads_for(doc) for doc in docs]
+        heads = [self.heads_for(doc) for doc in docs]
         found: List[Optional[DocPrediction]] = [None] * len(docs)
         served = [i for i, doc_heads in enumerate(heads) if doc_heads]
         if not served:
@@ -261,10 +261,23 @@ class DiseaseRecognizer(TrainablePipe):
             for i, doc_entities in zip(served, entities):
                 found[i] = DocPrediction(numpy.zeros(0, numpy.int64), {}, list(doc_entities))
             return DiseaseBatch(found)
-        prepared = stages.preprocess([docs[i] for i in served], [heads[i] for i in served], tagger.tokenizer,
-                                     tagger.max_length, tagger.stride)
+        prepared = self.preprocess([docs[i] for i in served], [heads[i] for i in served])
         tagger.ready()
-        for i, read, by_head in zip(served, prepared.docs, stages.run(tagger, prepared)):
+        return self.batch_of(len(docs), served, prepared, stages.run(tagger, prepared))
+
+    def preprocess(self, docs: Sequence[Doc], heads: Sequence[Tuple[str, ...]]) -> stages.Prepared:
+        """The CPU stage before the network (``compat="words"``): ``docs`` read by ``heads[i]``
+        as words, subwords and windows. Needs the tokenizer, not the network's forward pass, so
+        a CPU worker process runs it (:mod:`dt4h_spacy.engines.workers`)."""
+        tagger = self.tagger
+        return stages.preprocess(docs, heads, tagger.tokenizer, tagger.max_length, tagger.stride)
+
+    def batch_of(self, n_docs: int, served: Sequence[int], prepared: stages.Prepared,
+                 probs: Sequence[Dict[str, numpy.ndarray]]) -> DiseaseBatch:
+        """The :class:`DiseaseBatch` of ``n_docs`` docs whose ``served`` ones were prepared
+        (:meth:`preprocess`) and run through the network (``probs``, from :func:`~dt4h_spacy.stages.run`)."""
+        found: List[Optional[DocPrediction]] = [None] * n_docs
+        for i, read, by_head in zip(served, prepared.docs, probs):
             found[i] = DocPrediction(read.tokens, by_head, read=read)
         return DiseaseBatch(found)
 
@@ -375,7 +388,7 @@ class DiseaseRecognizer(TrainablePipe):
         span._.dt4h_score = entity.score
         return span
 
-    def _heads_for(self, doc: Doc) -> Tuple[str, ...]:
+    def heads_for(self, doc: Doc) -> Tuple[str, ...]:
         """The heads for ``doc``'s language; none (the doc is left untouched) when no head
         reads it and ``unsupported`` is ``skip`` or ``warn``."""
         lang = doc._.dt4h_lang or doc.lang_

@@ -54,3 +54,7 @@ class RunError(RuntimeError):
 
     def __reduce__(self) -> Tuple[Any, ...]:
         return type(self), (str(self), self.exit_code)
+
+
+class WorkerError(RuntimeError):
+    """A CPU worker process (``--cpu-workers``) that died or failed; the message names it and what to do."""

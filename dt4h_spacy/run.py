@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, Iterator, List, Set, Union
 from tqdm import tqdm
 
 from .batch import report_failures
-from .errors import RunError, UsageError
+from .errors import RunError, UsageError, WorkerError
 from .io.parts import Parts, PartsError, parts_folder
 from .io.cdm import write_cdm_jsonl
 from .io.records import AnnotatedDoc, Failure, Mention
@@ -106,6 +106,8 @@ def run_job(source: Source, output: Path, kind: str, engine: Engine, job: Dict[s
         raise RunError(str(err), 2) from None
     except RunError as err:  # the engine stopped (e.g. Ray workers that kept dying): committed parts stay
         raise RunError(f"{err}{_kept(output)}", err.exit_code) from None
+    except WorkerError as err:  # a --cpu-workers process died: committed parts stay
+        raise RunError(f"{err}{_kept(output)}", 1) from None
     except KeyboardInterrupt:
         raise RunError(f"interrupted; {output} was not written (a previous file there is unchanged){_kept(output)}.",
                        130) from None
