@@ -255,6 +255,8 @@ def test_saved_pipeline_keeps_its_rules_without_the_rule_files(tmp_path):
     copy = spacy.blank("es").add_pipe("dt4h_context", config={"default_rules": True})
     copy.from_bytes(loaded.get_pipe("dt4h_context").to_bytes())
     assert copy.rules == loaded.get_pipe("dt4h_context").rules
+    # Every key survives the round trip ("lists", "conjunction", a zero max_scope), not only the phrases.
+    assert loaded.get_pipe("dt4h_context").rules == nlp.get_pipe("dt4h_context").rules
 
 
 def test_the_factory_is_found_through_its_entry_point_without_importing_the_package():
