@@ -304,8 +304,17 @@ class Pipelines:
 
     def make_doc(self, document: Document) -> Doc:
         """``document`` tokenized and routed (``doc._.dt4h_lang``); a :class:`RoutingError`
-        when no head can take it, a ``ValueError`` when spaCy refuses the text."""
-        found = route_language(document.name, document.text, document.lang, self.lang)
+        when no head can take it, a ``ValueError`` when spaCy refuses the text. An empty or
+        blank text that no language can be told for is a document without mentions (``xx``),
+        not a failure: there is nothing to annotate in any language."""
+        try:
+            found = route_language(document.name, document.text, document.lang, self.lang)
+        except RoutingError:
+            if document.text.strip():
+                raise
+            doc = self._tokenizer("xx")(document.text)
+            doc._.dt4h_lang = "xx"
+            return doc
         self.load()
         code = serving_language(found, self._served, self.fallback)
         if code is None:

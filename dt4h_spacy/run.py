@@ -58,8 +58,8 @@ def run_job(source: Source, output: Path, kind: str, engine: Engine, job: Dict[s
     parts = Parts(output, {**job, "output": str(output.resolve()), "with_scores": with_scores})
     try:
         done = set() if html or cdm else parts.open(resume)
-    except PartsError as err:
-        raise UsageError(str(err), option="--resume") from err
+    except PartsError as err:  # without --resume: OUTPUT's leftover parts, which --resume would continue
+        raise UsageError(str(err), option="--resume" if resume else "OUTPUT") from err
     if resume:
         total = source.total
         if total is None:

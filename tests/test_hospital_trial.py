@@ -82,11 +82,13 @@ def cp1252_rows(rows: List[Dict]) -> List[Dict]:
 @pytest.fixture(scope="module")
 def extract(tmp_path_factory) -> Tuple[Path, List[Dict]]:
     """The extract in its three forms, in one folder: extract.parquet (row groups of 4),
-    extract.csv (cp1252, ';', CRLF, quoted texts) and parts/ (Parquet files of 10 rows)."""
+    extract.csv (cp1252, ';', CRLF, quoted texts) and parts/ (Parquet files of 10 rows); and
+    nolang.parquet, without the language column."""
     folder = tmp_path_factory.mktemp("extract")
     rows = extract_rows()
     table = pyarrow.Table.from_pylist(rows, schema=SCHEMA)
     pyarrow.parquet.write_table(table, folder / "extract.parquet", row_group_size=4)
+    pyarrow.parquet.write_table(table.drop_columns(["lang"]), folder / "nolang.parquet")
     (folder / "parts").mkdir()
     for n, start in enumerate(range(0, table.num_rows, 10)):
         pyarrow.parquet.write_table(table.slice(start, 10), folder / "parts" / f"part-{n:03d}.parquet")
@@ -187,6 +189,22 @@ def test_parquet_every_row_is_annotated_or_reported_with_the_pipelines_spans(
         assert sorted(r[4] for r in got if r[0] == note_id) == sorted(text for _, text in expected), note_id
     long_mentions = [r for r in got if r[0] == "long-es"]
     assert len(long_mentions) > 100 and max(r[3] for r in long_mentions) > 46_000  # read to its end
+
+
+def test_without_a_language_column_detect_routes_every_note_and_an_empty_note_is_no_failure(
+        tmp_path, monkeypatch, extract, reference, two_component_pipeline):
+    """An empty or blank note has no language to detect and nothing to annotate: it is a
+    document without mentions, as with a language column, not "too little text" (it was)."""
+    folder, rows = extract
+    monkeypatch.chdir(folder)
+    out = tmp_path / "mentions.parquet"
+    result = run("predict", "nolang.parquet", out, "--model", two_component_pipeline, "--lang", "detect",
+                 *COLUMNS[:2], *COLUMNS[4:])
+    assert result.exit_code == 1, result.output
+    where = [f"nolang.parquet row {n}" for n in range(1, len(rows) + 1)]
+    assert sorted(problems(result.stderr)) == expected_problems(where, rows)
+    assert f"{len(rows) - 3} documents read, 3 failed" in result.stdout
+    assert read_rows(out) == reference
 
 
 def test_a_cp1252_semicolon_csv_reads_with_encoding_and_gives_the_parquet_rows(

@@ -60,6 +60,7 @@ def test_a_run_killed_after_two_parts_resumes_to_the_rows_of_an_uninterrupted_ru
 
     refused = run("predict", notes, out, *model_args, "--with-scores")
     assert refused.exit_code == 2 and "pass --resume to continue it" in refused.output and not out.exists()
+    assert "Invalid value for OUTPUT:" in " ".join(refused.output.split())  # not "for --resume": none was given
     other = run("predict", notes, out, *model_args, "--resume")
     assert other.exit_code == 2 and "was written with other settings (with_scores)" in other.output
 
