@@ -250,3 +250,20 @@ def test_training_and_the_demo_need_no_cli_library():
             "import dt4h_spacy.demo\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_a_doc_in_a_language_without_a_head_stops_the_cli_run_before_any_step(tmp_path, tiny_base_model,
+                                                                                tiny_checkpoint):
+    from spacy.tokens import DocBin
+
+    nlp = spacy.blank("en")
+    doc = nlp.make_doc("Patient with pneumonia today.")
+    doc.ents = [doc.char_span(13, 22, label="DISEASE")]
+    doc._.dt4h_lang = "en"
+    DocBin(docs=[doc], store_user_data=True).to_disk(tmp_path / "en.spacy")
+    result = invoke("train", CONFIG, "--output", tmp_path / "out", "--paths.train", tmp_path / "en.spacy",
+                    "--paths.dev", tmp_path / "en.spacy", "--paths.checkpoint", tiny_checkpoint,
+                    "--paths.base_model", tiny_base_model)
+    assert result.exit_code == 2, result.output
+    assert "training doc 0 ('Patient with pneumonia today.'…) is in 'en'" in result.output and "tasks" in result.output
+    assert not (tmp_path / "out" / "model-last").exists()
