@@ -205,6 +205,22 @@ def test_fine_tuning_spanish_alone_writes_a_pipeline_that_still_serves_italian_a
         assert ents(trained, lang_doc(lang, text)) == expected, lang
 
 
+def test_a_new_run_continues_from_an_earlier_runs_model_last(spanish_run, tmp_path):
+    """The honest replacement of --resume: --paths.checkpoint OUT/model-last starts from its weights."""
+    output = tmp_path / "again"
+    result = invoke("train", CONFIG, "--output", output, "--paths.train", spanish_run / "corpus" / "train",
+                    "--paths.dev", spanish_run / "corpus" / "dev", "--paths.checkpoint", spanish_run / "model-last",
+                    "--training.max_steps", 1, "--training.eval_frequency", 1)
+    assert result.exit_code == 0, result.output
+    previous = spacy.load(spanish_run / "model-last").get_pipe("dt4h_disease").tagger.model.state_dict()
+    start = torch.load(output / "start" / "model.pt", weights_only=True)
+    assert start.keys() == previous.keys() and all(torch.equal(start[k], previous[k]) for k in start)
+    assert (output / "start" / "base" / "config.json").is_file()
+    after = spacy.load(output / "model-last").get_pipe("dt4h_disease").tagger.model.state_dict()
+    assert torch.equal(after["classifiers.disease_it_ner.weight"], previous["classifiers.disease_it_ner.weight"])
+    assert not torch.equal(after["classifiers.disease_es_ner.weight"], previous["classifiers.disease_es_ner.weight"])
+
+
 def test_a_training_output_passed_as_a_model_or_checkpoint_gets_the_path_to_pass(spanish_run, tmp_path,
                                                                                  tiny_base_model):
     texts = tmp_path / "texts"
@@ -229,7 +245,7 @@ def test_retired_formats_and_options_are_refused_with_the_way_out(tmp_path, tiny
     args = ["train", CONFIG, "--output", tmp_path / "out", "--paths.checkpoint", tiny_checkpoint]
     resumed = invoke(*args, "--resume")
     assert resumed.exit_code == 2 and "cannot resume" in resumed.output
-    assert f"dt4h-spacy export {tmp_path / 'out'}/model-last" in resumed.output
+    assert f"--paths.checkpoint {tmp_path / 'out'}/model-last" in resumed.output
     assert not (tmp_path / "out").exists()  # refused before anything ran
 
 

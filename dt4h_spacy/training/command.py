@@ -21,8 +21,8 @@ from .start import DEFAULT_TASKS, write_start_checkpoint
 
 RESUME_MESSAGE = (
     "spaCy's training loop cannot resume a run (it saves no optimizer state or step). Continue from the "
-    "last weights as a new run instead: `dt4h-spacy export {output}/model-last last.pt`, then train with "
-    "--paths.checkpoint last.pt and another --output."
+    "last weights as a new run instead: --paths.checkpoint {output}/model-last and another --output (the "
+    "optimizer and learning-rate schedule start afresh)."
 )
 
 
@@ -42,7 +42,9 @@ def train_command(
     Any config value can be overridden as with `spacy train`, e.g. --paths.train corpus/train
     --training.max_epochs 3. --paths.train and --paths.dev take .spacy files or folders from
     `dt4h-spacy convert`, or folders of annotated texts (.txt with a mentions.tsv, or brat
-    .ann files), which are converted into OUTPUT/corpus/ first. Writes OUTPUT/model-best and
+    .ann files), which are converted into OUTPUT/corpus/ first. --paths.checkpoint takes a
+    checkpoint or a saved pipeline (an earlier run's model-last: a new run from its weights,
+    with its own encoder config and tokenizer). Writes OUTPUT/model-best and
     OUTPUT/model-last (spaCy pipelines; `dt4h-spacy export` gives the published .pt). Exit
     code 2 for an unusable config, data or checkpoint.
     """
