@@ -430,6 +430,7 @@ def convert_command(
 
 
 @app.command("serve")
+@package_errors
 def serve_command(
     model: ModelOption = None,
     checkpoint: CheckpointOption = None,
