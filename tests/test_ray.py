@@ -291,3 +291,21 @@ def test_a_batch_that_kills_every_ray_worker_stops_the_run_with_its_parts_kept_f
     local = CliRunner().invoke(app, ["predict", args[0], str(tmp_path / "local.tsv"), *args[2:-2]])
     assert local.exit_code == 0, local.output
     assert (tmp_path / "out.tsv").read_text(encoding="utf-8") == (tmp_path / "local.tsv").read_text(encoding="utf-8")
+
+
+def test_an_actors_warnings_reach_the_user_as_the_local_engines_do_even_with_q(tmp_path, local_ray,
+                                                                               two_component_pipeline):
+    source = tmp_path / "notes.jsonl"
+    rows = [{"id": "note-es", "text": "El paciente presenta miocarditis aguda.", "lang": "es"},
+            {"id": "note-en", "text": "The patient has asthma.", "lang": "en"}]
+    source.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    args = [str(source), "--model", str(two_component_pipeline), "--lang-column", "lang", "-q"]
+    local = CliRunner().invoke(app, ["predict", args[0], str(tmp_path / "local.tsv"), *args[1:]])
+    result = CliRunner().invoke(app, ["predict", args[0], str(tmp_path / "ray.tsv"), *args[1:], "--engine", "ray"])
+    assert (local.exit_code, result.exit_code) == (0, 0), result.output
+    warned = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert warned == [line for line in local.stderr.splitlines() if line.startswith("warning:")]
+    assert warned == ["warning: note-en is in en, which the disease component(s) have no head for; annotated by "
+                      "family only"]
+    assert "RayDeprecationWarning" not in result.stderr
+    assert (tmp_path / "ray.tsv").read_text(encoding="utf-8") == (tmp_path / "local.tsv").read_text(encoding="utf-8")

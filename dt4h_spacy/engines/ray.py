@@ -11,10 +11,14 @@ preserved, so each result row is its input row: row numbers in messages and the 
 id wins" rule for duplicates mean the same as with the local engine.
 """
 
+import contextlib
+import io
 import json
 import logging
 import os
 import re
+import sys
+import warnings
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Set, Union
 
@@ -139,15 +143,20 @@ class PipelineActor:
                 if result["done"]:
                     continue
             todo.append(item)
-        for item in self.pipelines.annotate(todo, self.batch_size):
-            if isinstance(item, Failure):
-                results[int(item.path)]["error"] = item.reason
-            else:
-                results[int(item.path)]["mentions"] = json.dumps(
-                    [mention_values(m, with_name=False) for m in item.mentions], ensure_ascii=False, default=str)
+        messages = io.StringIO()  # the batch's warnings travel with its rows: an actor's stderr is not the user's
+        with contextlib.redirect_stderr(messages):
+            for item in self.pipelines.annotate(todo, self.batch_size):
+                if isinstance(item, Failure):
+                    results[int(item.path)]["error"] = item.reason
+                else:
+                    results[int(item.path)]["mentions"] = json.dumps(
+                        [mention_values(m, with_name=False) for m in item.mentions], ensure_ascii=False, default=str)
+        if results:
+            results[0]["messages"] = messages.getvalue() or None
         return pyarrow.Table.from_pylist(results, schema=pyarrow.schema(
             [("id", pyarrow.string()), ("where", pyarrow.string()), ("error", pyarrow.string()),
-             ("done", pyarrow.bool_()), ("mentions", pyarrow.string()), ("metadata", pyarrow.string())]))
+             ("done", pyarrow.bool_()), ("mentions", pyarrow.string()), ("metadata", pyarrow.string()),
+             ("messages", pyarrow.string())]))
 
 
 class AnnotateMentions:
@@ -241,11 +250,14 @@ def ray_engine(pipelines: Pipelines, batch_size: int = 32, workers: int = 1, gpu
             context = ray.data.DataContext.get_current()
             context.execution_options.preserve_order = True
             context.enable_progress_bars = False
-            dataset = _dataset(ray, source, batch_size).repartition(target_num_rows_per_block=batch_size).map_batches(
-                PipelineActor, fn_constructor_kwargs={"pipelines": pipelines, "source": source, "done": done,
-                                                      "batch_size": batch_size},
-                batch_size=batch_size, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(min_size=1, max_size=workers),
-                num_cpus=cpus_per_worker, num_gpus=gpus_per_worker, max_restarts=RETRIES, max_task_retries=RETRIES)
+            with warnings.catch_warnings():  # Ray takes the restart bounds only this way until 2.64 (setup.cfg: <2.64)
+                warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
+                dataset = _dataset(ray, source, batch_size).repartition(target_num_rows_per_block=batch_size).map_batches(
+                    PipelineActor, fn_constructor_kwargs={"pipelines": pipelines, "source": source, "done": done,
+                                                          "batch_size": batch_size},
+                    batch_size=batch_size, batch_format="pyarrow",
+                    compute=ray.data.ActorPoolStrategy(min_size=1, max_size=workers),
+                    num_cpus=cpus_per_worker, num_gpus=gpus_per_worker, max_restarts=RETRIES, max_task_retries=RETRIES)
             yield from _results(dataset.iter_batches(batch_size=None, batch_format="pyarrow"), source)
         except ImportError as err:
             raise RunError(f"Ray Data could not import what it needs ({err}); {INSTALL}.", 2) from None
@@ -269,6 +281,8 @@ def _results(batches: Iterator[pyarrow.Table], source: Source) -> Iterator[Union
     first_seen = FirstSeen()
     for batch in batches:
         for row in batch.to_pylist():
+            if row.get("messages"):  # what the actor warned while annotating this batch, as the local engine shows it
+                print(row["messages"], end="", file=sys.stderr, flush=True)
             where = row["where"]
             if row["error"] is not None:
                 yield Failure(where, row["error"])
