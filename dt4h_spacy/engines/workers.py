@@ -51,10 +51,11 @@ class Job:
 
 
 class TextJob(Job):
-    """Texts in, annotated Docs out (pickled back to this process, spans and scores included)."""
+    """Texts in; out, each annotated Doc (pickled back, spans and scores included) or what
+    ``convert(doc)`` makes of it in the worker."""
 
-    def __init__(self, load_nlp: Callable[[], Language]) -> None:
-        self.load_nlp = load_nlp
+    def __init__(self, load_nlp: Callable[[], Language], convert: Optional[Callable[[Doc], Any]] = None) -> None:
+        self.load_nlp, self.convert = load_nlp, convert
 
     def load(self) -> Language:
         return self.load_nlp()
@@ -63,7 +64,7 @@ class TextJob(Job):
         return [nlp.make_doc(text) for text in items], [None] * len(items)
 
     def write(self, nlp: Language, docs: List[Doc], keys: List[Any]) -> List[Any]:
-        return docs
+        return docs if self.convert is None else [self.convert(doc) for doc in docs]
 
 
 class PipelinesJob(Job):
@@ -95,12 +96,18 @@ class PipelinesJob(Job):
         return [key if isinstance(key, Failure) else self._pipelines().annotated(next(annotated), key) for key in keys]
 
 
-def pipe(load_nlp: Callable[[], Language], texts: Iterable[str], cpu_workers: int,
-         batch_size: int = 32) -> Iterator[Doc]:
-    """``nlp.pipe(texts)`` with the CPU stages in ``cpu_workers`` processes: the same Docs, in
-    order. ``load_nlp`` builds the pipeline in each process (a module-level function or a
-    ``functools.partial`` of ``spacy.load``, as spawned processes must import it)."""
-    yield from run(TextJob(load_nlp), texts, cpu_workers, batch_size)
+def pipe(load_nlp: Callable[[], Language], texts: Iterable[str], cpu_workers: int, batch_size: int = 32,
+         convert: Optional[Callable[[Doc], Any]] = None, nlp: Optional[Language] = None) -> Iterator[Any]:
+    """``nlp.pipe(texts, batch_size=batch_size)`` with the CPU stages in ``cpu_workers``
+    processes: the same Docs, in order.
+
+    ``load_nlp`` builds the pipeline in each worker (a module-level function or a
+    ``functools.partial`` of ``spacy.load``: spawned processes must import it); the forward
+    passes run on ``nlp`` here (default: ``load_nlp()``). A Doc costs this process about as
+    much to unpickle as to annotate, so to relieve it pass ``convert``, a module-level
+    function run in the worker on each doc (e.g. to its entities' offsets): its results come
+    back instead of the Docs."""
+    yield from run(TextJob(load_nlp, convert), texts, cpu_workers, batch_size, None if nlp is None else lambda: nlp)
 
 
 def run(job: Job, items: Iterable[Any], cpu_workers: int, batch_size: int = 32,
@@ -164,10 +171,10 @@ def _schedule(load_nlp: Callable[[], Language], items: Iterable[Any], batch_size
             return
         kind, worker, chunk_id, payload = _receive(readers, processes)
         if kind == "forward":
-            name, prepared = payload
+            name, windows, heads, n_words = payload
             tagger = load_nlp().get_pipe(name).tagger
             tagger.ready()
-            inboxes[worker].put(("resume", chunk_id, stages.run(tagger, prepared)))
+            inboxes[worker].put(("resume", chunk_id, stages.run_windows(tagger, windows, heads, n_words)))
         elif kind == "done":
             busy[worker] -= 1
             done[chunk_id] = payload
@@ -224,7 +231,9 @@ def _chunk(job: Job, nlp: Language, items: List[Any]) -> Generator[Tuple[str, An
             served = [i for i, doc_heads in enumerate(heads) if doc_heads]
             if served:
                 prepared = component.preprocess([docs[i] for i in served], [heads[i] for i in served])
-                probs = yield ("forward", (name, prepared))
+                # the windows only: the words' texts stay here
+                probs = yield ("forward", (name, prepared.windows, [d.heads for d in prepared.docs],
+                                           [d.n_words for d in prepared.docs]))
                 component.set_annotations(docs, component.batch_of(len(docs), served, prepared, probs))
         else:
             docs = list(component.pipe(docs)) if hasattr(component, "pipe") else [component(doc) for doc in docs]
