@@ -64,7 +64,7 @@ LangOption = Annotated[str, typer.Option(
     "--lang", callback=_checked(normalize_lang),
     help="Language of the texts: es, it, ro (ES, es_ES, es-ES also accepted); auto to read it from "
          "MultiClinNER file names (MultiClinNER-es-test-disease-00019.txt -> es) and detect it in the text of "
-         "other documents; detect to detect it in every text (needs dt4h_spacy[langdetect]).")]
+         "other documents; detect to detect it in every text (py3langid).")]
 FallbackLangOption = Annotated[Optional[str], typer.Option(
     "--fallback-lang", callback=_checked(fallback_lang),
     help="Annotate documents found (by name or detection) to be in a language the model has no head for as this "

@@ -27,7 +27,7 @@ NEIGHBOURS = ("ca", "de", "fr", "pt")
 DETECTABLE = tuple(sorted(FAMILY_LANGUAGES + NEIGHBOURS))
 MIN_LETTERS = 12
 SAMPLE_CHARS = 5000  # a note's language shows in its beginning; the rest only costs time
-INSTALL_HINT = "pip install 'dt4h_spacy[langdetect]'"
+INSTALL_HINT = "pip install py3langid (a dependency of dt4h_spacy: reinstall it)"
 FACTORY = "dt4h_langdetect"
 
 
