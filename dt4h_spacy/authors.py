@@ -20,7 +20,6 @@ Entities may overlap (keys of a cut word overlap its full key), so they are retu
 character offsets; the component fits them to ``doc.ents`` separately.
 """
 
-import unicodedata
 from collections import defaultdict
 from typing import Dict, List, NamedTuple, Sequence, Tuple
 
@@ -30,6 +29,7 @@ import tokenizers
 from .decoding import decode_bio
 from .inference import WordTagger
 from .labels import LabelScheme
+from .spans import trim
 
 
 class CharEntity(NamedTuple):
@@ -42,19 +42,6 @@ class CharEntity(NamedTuple):
 
 
 Key = Tuple[int, int]
-
-
-def trim(text: str, start: int, end: int) -> Tuple[int, int]:
-    """The authors' trim: whitespace off both ends, then Unicode punctuation (``P*``)."""
-    while start < end and text[start].isspace():
-        start += 1
-    while start < end and text[end - 1].isspace():
-        end -= 1
-    while start < end and unicodedata.category(text[start]).startswith("P"):
-        start += 1
-    while start < end and unicodedata.category(text[end - 1]).startswith("P"):
-        end -= 1
-    return start, end
 
 
 def vote(labels: Sequence[int], probs: Sequence[float], outside: int) -> Tuple[int, float]:

@@ -388,12 +388,15 @@ def doc_mentions(name: str, doc: Doc, spans_keys: Sequence[str] = (DEFAULT_SPANS
     each of ``spans_keys`` present (the DT4H components' ``spans_key``; see
     :func:`spans_keys_of`), else its ``doc.ents``; for a doc read with ``compat="authors"``, the
     exact character offsets of the authors' script (``doc._.dt4h_chars``), which spans can
-    only hold widened to tokens. ``context`` (a dt4h_context pipe ran): with the qualifiers
-    of each span (of the widened span for the authors' offsets)."""
+    only hold widened to tokens. A span's row has the mention's own characters
+    (``span._.dt4h_offsets``: without the punctuation its edge token carries). ``context`` (a
+    dt4h_context pipe ran): with the qualifiers of each span (of the widened span for the
+    authors' offsets)."""
     if doc._.dt4h_chars is not None:
+        text = doc.text  # rebuilt by spaCy on every access: once per doc, not per mention
         for start, end, label, score in doc._.dt4h_chars:
             flags = span_qualifiers(doc.char_span(start, end, alignment_mode="expand")) if context else {}
-            yield Mention(name, label, start, end, doc.text[start:end], score, **flags)
+            yield Mention(name, label, start, end, text[start:end], score, **flags)
         return
     groups = [doc.spans[key] for key in spans_keys if key in doc.spans]
     for span in (span for group in groups for span in group) if groups else doc.ents:

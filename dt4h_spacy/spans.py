@@ -1,20 +1,25 @@
 """Entity word ranges → spaCy spans on the document's own tokens.
 
 Each entity is cut at every line break between its words (a MultiClinAI TSV row holds one
-line), then stripped of leading and trailing punctuation tokens, as the authors trim edge
-punctuation. Spans are token-aligned, so their text always equals the document's slice.
+line), then stripped of leading and trailing punctuation tokens. Its edges then follow the
+text's own words, as the authors' script reads whitespace-separated words: an entity never
+starts inside a run of letters and digits that spaCy split ("18cm" gives no mention "cm")
+and one that ends inside such a run takes all of it. Spans are token-aligned, so their text
+always equals the document's slice; where an edge token carries punctuation ("C.", "dL."),
+``span._.dt4h_offsets`` holds the mention without it, trimmed as the authors trim (:func:`trim`).
 """
 
 import bisect
 import re
+import unicodedata
 from typing import Callable, List, Optional, Sequence, Tuple, TypeVar
 
 import numpy
-from spacy.attrs import IDX, IS_PUNCT, IS_SPACE, LENGTH, ORTH
+from spacy.attrs import IDX, IS_PUNCT, IS_SPACE, LENGTH, ORTH, SPACY
 from spacy.tokens import Doc, Span
 
 from .decoding import WordEntity, decode_bio
-from .extensions import score_key
+from .extensions import offsets_key, score_key
 from .labels import LabelScheme
 
 T = TypeVar("T")
@@ -56,12 +61,33 @@ def punct_words(doc: Doc, words: numpy.ndarray) -> numpy.ndarray:
     return doc.to_array(IS_PUNCT)[words].astype(bool)
 
 
+def glued_words(doc: Doc, words: numpy.ndarray) -> numpy.ndarray:
+    """For each word, whether it continues a run of letters/digits that the previous token
+    began: a word the text does not separate ("18cm" is spaCy's ``18`` ``cm``). Read from the
+    token arrays and the string store (``doc.text`` is rebuilt on every access)."""
+    out = numpy.zeros(len(words), dtype=bool)
+    if not len(words):
+        return out
+    orth, spaced = doc.to_array([ORTH, SPACY]).T
+    strings = doc.vocab.strings
+    for k in numpy.flatnonzero((words > 0) & (spaced[numpy.maximum(words - 1, 0)] == 0)).tolist():
+        i = int(words[k])
+        out[k] = strings[orth[i - 1]][-1:].isalnum() and strings[orth[i]][:1].isalnum()
+    return out
+
+
 def entity_bounds(
-    entities: Sequence[WordEntity], confidence: numpy.ndarray, breaks: numpy.ndarray, punct: numpy.ndarray
+    entities: Sequence[WordEntity], confidence: numpy.ndarray, breaks: numpy.ndarray, punct: numpy.ndarray,
+    glued: Optional[numpy.ndarray] = None,
 ) -> Tuple[numpy.ndarray, numpy.ndarray, List[str], numpy.ndarray]:
     """``entities`` (disjoint word ranges in order) cut at line breaks and trimmed of edge
     punctuation, in array steps: ``[lo, hi)`` word ranges, their labels and scores (the mean
-    of ``confidence`` over each range, as float32 as numpy's ``mean`` gives it)."""
+    of ``confidence`` over each range, as float32 as numpy's ``mean`` gives it).
+
+    With ``glued`` (:func:`glued_words`) the edges follow the text's words: a range starting
+    inside a run of letters/digits starts after it (the authors' script labels such a word by
+    its first piece, which is outside the entity), one ending inside takes the rest of the run;
+    the score stays the mean over the words the model labelled."""
     empty = numpy.zeros(0, dtype=numpy.int64)
     if not len(entities):
         return empty, empty, [], numpy.zeros(0, dtype=numpy.float32)
@@ -79,7 +105,14 @@ def entity_bounds(
     hi_trimmed = numpy.r_[-1, readable][numpy.searchsorted(readable, hi)] + 1
     kept = lo_trimmed < hi_trimmed
     lo, hi, piece_of = lo_trimmed[kept], hi_trimmed[kept], piece_of[kept]
-    scores = _range_means(confidence.astype(numpy.float32, copy=False), lo, hi)
+    labelled = hi
+    if glued is not None and glued.any():
+        free = numpy.flatnonzero(~glued)  # the words that begin a run
+        after = numpy.r_[free, n]
+        lo, hi = after[numpy.searchsorted(free, lo)], after[numpy.searchsorted(free, hi)]
+        kept = lo < labelled
+        lo, hi, labelled, piece_of = lo[kept], hi[kept], labelled[kept], piece_of[kept]
+    scores = _range_means(confidence.astype(numpy.float32, copy=False), lo, labelled)
     return lo, hi, [entities[i][2] for i in piece_of.tolist()], scores
 
 
@@ -101,16 +134,18 @@ def entity_spans(
     confidence: numpy.ndarray,
     breaks: Optional[numpy.ndarray] = None,
     punct: Optional[numpy.ndarray] = None,
+    glued: Optional[numpy.ndarray] = None,
 ) -> List[Span]:
     """Spans for ``entities`` (word ranges), each with ``span._.dt4h_score`` set.
 
-    ``breaks`` (:func:`line_break_before`) and ``punct`` (:func:`punct_words`) are computed
-    when not given."""
+    ``breaks`` (:func:`line_break_before`), ``punct`` (:func:`punct_words`) and ``glued``
+    (:func:`glued_words`) are computed when not given."""
     if not entities:
         return []
     breaks = line_break_before(doc, words) if breaks is None else breaks
     punct = punct_words(doc, words) if punct is None else punct
-    lo, hi, labels, scores = entity_bounds(entities, confidence, breaks, punct)
+    glued = glued_words(doc, words) if glued is None else glued
+    lo, hi, labels, scores = entity_bounds(entities, confidence, breaks, punct, glued)
     return make_spans(doc, words[lo], words[hi - 1] + 1, labels, scores)
 
 
@@ -118,7 +153,9 @@ def make_spans(
     doc: Doc, starts: numpy.ndarray, ends: numpy.ndarray, labels: Sequence[str], scores: numpy.ndarray
 ) -> List[Span]:
     """Spans on tokens ``[starts[k], ends[k])`` with their scores, created in one pass: the
-    scores go straight to where ``span._.dt4h_score`` reads them."""
+    scores go straight to where ``span._.dt4h_score`` reads them. Where an edge token carries
+    punctuation, the mention's characters, trimmed as the authors trim, go to
+    ``span._.dt4h_offsets``."""
     if not len(starts):
         return []
     offsets = doc.to_array([IDX, LENGTH]).astype(numpy.int64)
@@ -126,7 +163,33 @@ def make_spans(
     end_chars = (offsets[ends - 1, 0] + offsets[ends - 1, 1]).tolist()
     doc.user_data.update(zip(map(score_key, start_chars, end_chars, labels), scores.tolist()))
     label_ids = {label: doc.vocab.strings.add(label) for label in set(labels)}  # an id: no lookup per span
-    return [Span(doc, s, e, label=label_ids[label]) for s, e, label in zip(starts.tolist(), ends.tolist(), labels)]
+    spans = [Span(doc, s, e, label=label_ids[label]) for s, e, label in zip(starts.tolist(), ends.tolist(), labels)]
+    orth, strings = doc.to_array(ORTH), doc.vocab.strings
+    for k, (s, e) in enumerate(zip(starts.tolist(), ends.tolist())):
+        if _trimmable(strings[orth[s]][0]) or _trimmable(strings[orth[e - 1]][-1]):
+            text = spans[k].text
+            first, last = trim(text, 0, len(text))
+            if 0 < first < last or first < last < len(text):
+                doc.user_data[offsets_key(start_chars[k], end_chars[k], labels[k])] = (
+                    start_chars[k] + first, start_chars[k] + last)
+    return spans
+
+
+def _trimmable(char: str) -> bool:
+    return char.isspace() or unicodedata.category(char).startswith("P")
+
+
+def trim(text: str, start: int, end: int) -> Tuple[int, int]:
+    """The authors' trim: whitespace off both ends, then Unicode punctuation (``P*``)."""
+    while start < end and text[start].isspace():
+        start += 1
+    while start < end and text[end - 1].isspace():
+        end -= 1
+    while start < end and unicodedata.category(text[start]).startswith("P"):
+        start += 1
+    while start < end and unicodedata.category(text[end - 1]).startswith("P"):
+        end -= 1
+    return start, end
 
 
 def predicted_spans(

@@ -25,7 +25,7 @@ from transformers import PreTrainedTokenizerFast
 from .decoding import decode_bio
 from .labels import LabelScheme
 from .sentences import sentence_starts
-from .spans import entity_bounds, line_break_before
+from .spans import entity_bounds, glued_words, line_break_before
 from .windows import Window, WindowBatch, collate_windows, encode_words, make_windows, plan_batches
 
 if TYPE_CHECKING:  # the tagger runs these stages; they only call its methods
@@ -42,6 +42,7 @@ class DocWords:
     breaks: numpy.ndarray  # (n_words,) bool: a line break separates it from the previous word
     punct: numpy.ndarray  # (n_words,) bool: a punctuation token, trimmed off an entity's edges
     heads: Tuple[str, ...]  # the heads that read the doc
+    glued: Optional[numpy.ndarray] = None  # (n_words,) bool: continues the previous word's letters/digits
 
     @property
     def n_words(self) -> int:
@@ -77,7 +78,7 @@ def read_words(doc: Doc, heads: Tuple[str, ...]) -> DocWords:
     texts = [strings[o] for o in orth[tokens].tolist()]
     breaks = line_break_before(doc, tokens)
     starts = sentence_starts(doc, tokens, breaks=breaks)
-    return DocWords(tokens, texts, starts, breaks, punct[tokens].astype(bool), tuple(heads))
+    return DocWords(tokens, texts, starts, breaks, punct[tokens].astype(bool), tuple(heads), glued_words(doc, tokens))
 
 
 def prepare(words: Sequence[DocWords], tokenizer: PreTrainedTokenizerFast, max_length: int, stride: int) -> Prepared:
@@ -167,7 +168,7 @@ def postprocess(
         label_ids = task_probs.argmax(axis=1)
         confidence = task_probs[numpy.arange(len(label_ids)), label_ids]
         lo, hi, task_labels, task_scores = entity_bounds(
-            decode_bio(label_ids, schemes[task], orphan_i), confidence, words.breaks, words.punct)
+            decode_bio(label_ids, schemes[task], orphan_i), confidence, words.breaks, words.punct, words.glued)
         kept = task_scores.astype(numpy.float64) >= threshold  # as the Python floats of the scores compare
         starts.append(words.tokens[lo[kept]])
         ends.append(words.tokens[hi[kept] - 1] + 1)

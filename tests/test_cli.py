@@ -18,6 +18,7 @@ from dt4h_spacy.cli import app
 from dt4h_spacy.evaluate import evaluate_files
 from dt4h_spacy.filenames import lang_from_filename
 from dt4h_spacy.io import sources
+from dt4h_spacy.io.records import span_mention
 from dt4h_spacy.textfiles import (
     Document,
     Failure,
@@ -127,6 +128,11 @@ def test_same_document_name_in_two_folders_is_a_failure(tmp_path):
 # ------------------------------------------------------------------------- predict
 
 
+def ent_rows(name, doc):
+    """``doc.ents`` as the rows predict writes: each mention's own characters (span._.dt4h_offsets)."""
+    return [span_mention(name, e) for e in doc.ents]
+
+
 def expected_rows(make_nlp, folder, lang=None, **config):
     """What the Python component gives for each readable text, as TSV rows (with scores)."""
     rows = []
@@ -139,7 +145,7 @@ def expected_rows(make_nlp, folder, lang=None, **config):
         doc_lang = lang or lang_from_filename(path.name)
         nlp = pipelines.setdefault(doc_lang, make_nlp(doc_lang, **config))
         doc = nlp(text)
-        rows += [Mention(path.name[:-4], e.label_, e.start_char, e.end_char, e.text, e._.dt4h_score) for e in doc.ents]
+        rows += ent_rows(path.name[:-4], doc)
     return sorted(rows, key=lambda m: (m.filename, m.start, m.end))
 
 
@@ -253,8 +259,7 @@ def test_predict_reads_one_file_in_any_case_creates_the_output_folder_and_warns_
     assert ("warning: --lang it, but 1 file(s) are named as es: MultiClinNER-es-test-disease-7.TXT; they are "
             "annotated as it") in result.stderr
     doc = make_nlp("it")(read_text(source))
-    assert read_mentions(out) == [Mention("MultiClinNER-es-test-disease-7", e.label_, e.start_char, e.end_char, e.text)
-                                  for e in doc.ents]
+    assert read_mentions(out) == ent_rows("MultiClinNER-es-test-disease-7", doc)
     assert "1 files read, 0 failed" in result.stdout
 
 
@@ -271,8 +276,7 @@ def test_encoding_decodes_hospital_exports_and_names_the_way_out(tmp_path, tiny_
     result = run(*args, "--encoding", "cp1252")
     assert result.exit_code == 0, result.output
     rows = read_mentions(tmp_path / "out.tsv")
-    assert rows == [Mention("MultiClinNER-es-test-disease-1", e.label_, e.start_char, e.end_char, e.text)
-                    for e in make_nlp("es")(text).ents]
+    assert rows == ent_rows("MultiClinNER-es-test-disease-1", make_nlp("es")(text))
     assert all(text[r.start:r.end] == r.text for r in rows)
     assert run(*args, "--encoding", "klingon").exit_code == 2
 
@@ -313,8 +317,7 @@ def test_speed_options_reach_the_component(tmp_path, corpus, tiny_checkpoint, ti
         nlp = make_nlp(lang, quantize=True)
         for path in sorted(corpus.glob(f"MultiClinNER-{lang}-*.txt")):
             if b"\xff" not in path.read_bytes():
-                rows += [Mention(path.name[:-4], e.label_, e.start_char, e.end_char, e.text)
-                         for e in nlp(read_text(path)).ents]
+                rows += ent_rows(path.name[:-4], nlp(read_text(path)))
     assert read_mentions(tmp_path / "int8.tsv") == sorted(rows, key=lambda m: (m.filename, m.start, m.end))
     refused = run("predict", corpus, tmp_path / "fp16.tsv", "--checkpoint", tiny_checkpoint,
                   "--base-model", tiny_base_model, "--precision", "fp16")

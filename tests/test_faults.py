@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 
 from dt4h_spacy import CheckpointError, textfiles
 from dt4h_spacy.cli import app
+from dt4h_spacy.io.records import span_mention
 from dt4h_spacy.textfiles import read_text
 from dt4h_spacy.tsv import Mention, read_mentions
 from dt4h_spacy.windows import EncodedWords, make_windows
@@ -148,7 +149,7 @@ def expected_mentions(make_nlp, folder: Path, names) -> List[Mention]:
     rows = []
     for name in names:
         doc = nlp(read_text(folder / name))
-        rows += [Mention(name[:-4], e.label_, e.start_char, e.end_char, e.text) for e in doc.ents]
+        rows += [span_mention(name[:-4], e) for e in doc.ents]
     return sorted(rows, key=lambda m: (m.filename, m.start, m.end))
 
 

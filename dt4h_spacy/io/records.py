@@ -191,7 +191,10 @@ def tsv_row(mention: Mention, with_scores: bool = False, with_context: bool = Fa
 
 
 def span_mention(name: str, span: "Span", qualifiers: Optional[Mapping[str, bool]] = None) -> Mention:
-    """The mention of a predicted spaCy span of document ``name``: its label, characters and
-    ``span._.dt4h_score``, with its ``qualifiers`` (see :data:`QUALIFIERS`)."""
-    return Mention(name, span.label_, span.start_char, span.end_char, span.text, span._.dt4h_score,
-                   **(qualifiers or {}))
+    """The mention of a predicted spaCy span of document ``name``: its label, its mention's
+    characters (``span._.dt4h_offsets``: without the punctuation its edge token carries) and
+    ``span._.dt4h_score``, with its ``qualifiers`` (see :data:`QUALIFIERS`). The text is sliced
+    from the span's own: ``doc.text`` is rebuilt on every access, per mention quadratic."""
+    start, end = span._.dt4h_offsets
+    text = span.text[start - span.start_char : end - span.start_char]
+    return Mention(name, span.label_, start, end, text, span._.dt4h_score, **(qualifiers or {}))
