@@ -60,12 +60,13 @@ from .engines.local import local_engine
 from .errors import CheckpointError, EvaluationError, RecordError
 from .evaluate import evaluate, format_table, strict_errors
 from .evaluate_context import evaluate_context, format_context_table, read_qualified
-from .inference import PRECISIONS
+from .inference import PRECISION_CHOICES
 from .io.cdm import RECORD_FIELDS
 from .io.parts import content_identity
 from .io.sinks import CDM_SUFFIX, output_kind, read_output
 from .io.tables import Columns, is_table, table_columns
 from .run import run_job
+from .runtime import default_threads
 from .serve.limits import ServeSettings
 from .textfiles import atomic_write
 from .training.command import TRAIN_CONTEXT, init_checkpoint_command, train_command
@@ -100,7 +101,7 @@ def _main(version: Annotated[bool, typer.Option(
 # --------------------------------------------------------------------------- predict
 
 
-Precision = Enum("Precision", {name: name for name in PRECISIONS}, type=str)  # the component's precisions
+Precision = Enum("Precision", {name: name for name in PRECISION_CHOICES}, type=str)  # the component's precisions
 Compat = Enum("Compat", {name: name for name in COMPAT_MODES}, type=str)  # the component's reading modes
 
 
@@ -151,7 +152,8 @@ def predict_command(
     precision: Annotated[Precision, typer.Option(
         "--precision", help="Autocast precision: fp16 needs CUDA; bf16 works on GPUs and recent CPUs.")] = Precision.fp32,
     threads: Annotated[Optional[int], typer.Option(
-        "--threads", min=1, help="torch threads in this process. Default: torch's.", show_default=False)] = None,
+        "--threads", min=1, help="torch threads in this process. Default: the cores it may use (CPU affinity, a "
+                                 "cgroup quota); with --n-process, one per worker.", show_default=False)] = None,
     n_process: Annotated[int, typer.Option(
         "--n-process", min=1, help="Worker processes (spaCy's nlp.pipe n_process); each runs torch on one thread.")] = 1,
     cpu_workers: Annotated[int, typer.Option(
@@ -169,7 +171,7 @@ def predict_command(
                                       "minute.")] = 256,
     engine: Annotated[EngineName, typer.Option(
         "--engine", help="local: this process (--n-process). ray: Ray Data with an actor pool of pipelines "
-                         "(pip install 'dt4h-spacy[ray]'), on a local Ray or the cluster of --ray-address.")
+                         "(pip install '.[ray]' in the dt4h_spacy folder), on a local Ray or the cluster of --ray-address.")
     ] = EngineName.local,
     workers: Annotated[int, typer.Option("--workers", min=1, help="Ray actors, each holding one pipeline.")] = 1,
     gpus_per_worker: Annotated[float, typer.Option(
@@ -474,7 +476,7 @@ def serve_command(
     try:
         import uvicorn
     except ImportError:
-        error("serve needs FastAPI and uvicorn: pip install 'dt4h-spacy[serve]'.")
+        error("serve needs FastAPI and uvicorn: pip install '.[serve]' in the dt4h_spacy folder.")
         raise typer.Exit(2) from None
     if model is not None and (checkpoint or base_model):
         raise typer.BadParameter("use either --model or --checkpoint/--base-model, not both.", param_hint="--model")
@@ -482,6 +484,8 @@ def serve_command(
                              max_documents, max_batch, max_wait_ms, queue_size, timeout, log_text,
                              None if api_key_file is None else str(api_key_file))
     os.environ.update(settings.to_environment())
+    if workers > 1:  # each worker process starts torch with its share of the cores, not all of them
+        os.environ.setdefault("OMP_NUM_THREADS", str(default_threads(workers)))
     uvicorn.run("dt4h_spacy.serve.app:app_from_environment", factory=True, host=host, port=port, workers=workers,
                 log_level="info")
 

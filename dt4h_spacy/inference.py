@@ -14,10 +14,12 @@ from .allocator import keep_freed_memory
 from .labels import LabelScheme
 from .model import MultiTaskTokenClassifier
 from . import stages
+from .runtime import auto_precision, default_threads
 from .windows import Window, WindowBatch, collate_windows, encode_words, make_windows
 
 ROBERTA_LIKE = ("roberta", "xlm-roberta", "camembert", "xlm-roberta-xl")
 PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+PRECISION_CHOICES = ("auto", *PRECISIONS)  # "auto": see runtime.auto_precision
 
 TOKENIZERS_PARALLELISM = "TOKENIZERS_PARALLELISM"
 
@@ -102,6 +104,8 @@ class WordTagger:
 
     def __post_init__(self) -> None:
         check_speed_options(self.device, self.precision, self.quantize, self.num_threads)
+        if self.precision == "auto":
+            self.precision = auto_precision(self.device, self.quantize)
         if self.batch_size is None:
             self.batch_size = default_batch_size(self.device)
         limit = max_positions(self.model.encoder.config)
@@ -212,9 +216,10 @@ class WordTagger:
             return self.model.word_logits(*batch_tensors(batch, self.device))
 
     def _set_threads(self) -> None:
-        """Apply ``num_threads``; in a forked worker, one thread (see ``_note_fork``)."""
-        wanted = 1 if _forked else self.num_threads
-        if wanted is not None and torch.get_num_threads() != wanted:
+        """Apply ``num_threads``, by default the cores this process may use (see
+        :func:`~dt4h_spacy.runtime.default_threads`); in a forked worker, one thread (see ``_note_fork``)."""
+        wanted = 1 if _forked else self.num_threads or min(torch.get_num_threads(), default_threads())
+        if torch.get_num_threads() != wanted:
             torch.set_num_threads(wanted)
 
     def _autocast(self) -> ContextManager:
@@ -233,8 +238,8 @@ def batch_tensors(batch: WindowBatch, device: torch.device) -> Tuple[torch.Tenso
 
 def check_speed_options(device: torch.device, precision: str, quantize: bool, num_threads: Optional[int]) -> None:
     """Refuse combinations that would silently do nothing or run slower than fp32."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}.")
+    if precision not in PRECISION_CHOICES:
+        raise ValueError(f"precision must be one of {list(PRECISION_CHOICES)}, got {precision!r}.")
     if precision == "fp16" and device.type != "cuda":
         raise ValueError(
             f"precision='fp16' needs a CUDA device (device is {device.type!r}). On CPU use "
@@ -245,10 +250,10 @@ def check_speed_options(device: torch.device, precision: str, quantize: bool, nu
             f"quantize=true is int8 dynamic quantization for CPU; device is {device.type!r}. "
             "On GPU use precision='bf16' or 'fp16' instead."
         )
-    if quantize and precision != "fp32":
+    if quantize and precision not in ("fp32", "auto"):
         raise ValueError(f"Choose quantize=true or precision={precision!r}, not both.")
     if num_threads is not None and num_threads < 1:
-        raise ValueError(f"num_threads must be at least 1 (or null for torch's default), got {num_threads}.")
+        raise ValueError(f"num_threads must be at least 1 (or null: the cores this process may use), got {num_threads}.")
 
 
 def quantize_linear_layers(module: torch.nn.Module) -> None:

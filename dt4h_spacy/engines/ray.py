@@ -79,6 +79,36 @@ def _one_line(err: BaseException) -> str:
     return (named or lines)[-1]
 
 
+@contextlib.contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """For ``-q``: what Ray's C++ parts write straight to file descriptor 2 (the driver's core
+    worker, the raylet and GCS it starts: ``logging.cc``/``core_worker`` lines that no Python
+    logging level reaches) goes to the null device while Ray runs; Python's ``sys.stderr``,
+    where the engine's own messages go, keeps the terminal. Ray's own log files are unchanged."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    kept = None
+    try:
+        real = sys.stderr.fileno() == 2
+    except (AttributeError, OSError, ValueError):  # a test runner's or caller's own stream
+        real = False
+    if real:
+        kept = sys.stderr
+        sys.stderr = open(os.dup(saved), "w", encoding=kept.encoding, errors=kept.errors, buffering=1)
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)
+    os.close(null)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        if kept is not None:
+            sys.stderr.close()
+            sys.stderr = kept
+
+
 class _NoErrors(logging.Filter):
     """Keeps Ray's own ERROR records (with their tracebacks) off stderr: the engine reports
     each failure itself, in one line."""
@@ -235,10 +265,13 @@ def ray_engine(pipelines: Pipelines, batch_size: int = 32, workers: int = 1, gpu
         pipelines.settings["num_threads"] = max(1, int(cpus_per_worker))
 
     def annotate(source: Source, done: Set[str]) -> Iterator[Union[AnnotatedDoc, Failure]]:
+        with _native_stderr_silenced() if quiet else contextlib.nullcontext():
+            yield from _annotate(source, done)
+
+    def _annotate(source: Source, done: Set[str]) -> Iterator[Union[AnnotatedDoc, Failure]]:
         started = not ray.is_initialized()
         if started:
-            if quiet:  # -q: Ray's own INFO/WARNING lines and its core worker's log lines stay in Ray's log files
-                os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
+            if quiet:  # -q: Ray's own INFO/WARNING lines stay in Ray's log files
                 for name in ("ray", "ray.data"):
                     logging.getLogger(name).setLevel(logging.ERROR)
             ray.init(address=address, include_dashboard=False, log_to_driver=not quiet,
