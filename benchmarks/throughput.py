@@ -59,6 +59,7 @@ from dt4h_spacy.allocator import keep_freed_memory
 from dt4h_spacy.authors import authors_entities
 from dt4h_spacy.inference import WordTagger
 from dt4h_spacy.model import MultiTaskTokenClassifier
+from dt4h_spacy.runtime import cpu_flags
 from dt4h_spacy.sentences import sentence_starts
 from dt4h_spacy.spans import word_texts, word_tokens
 from dt4h_spacy.testing import (
@@ -314,8 +315,7 @@ def cpu_info() -> Dict[str, object]:
     except OSError:
         return {"model": platform.processor() or platform.machine(), "flags": None}
     model = re.search(r"^model name\s*:\s*(.+)$", text, re.M)
-    flags = re.search(r"^flags\s*:\s*(.+)$", text, re.M)
-    present = set(flags.group(1).split()) if flags else set()
+    present = cpu_flags()  # the reader precision="auto" decides by
     return {"model": model.group(1).strip() if model else platform.machine(),
             "flags": [flag for flag in CPU_FLAGS if flag in present]}
 
