@@ -230,8 +230,8 @@ def predict_command(
                       model_name=model_label(model, checkpoint))
     if not quiet:
         unit = "files" if opened.columns is None else "documents"
-        typer.echo(f"{outcome.read} {unit} read, {len(outcome.failures)} failed, {outcome.mentions} mentions written "
-                   f"to {output}")
+        typer.echo(f"{outcome.read} {unit} read, {len(outcome.failures)} failed, {outcome.mentions} mentions "
+                   f"{'already in' if outcome.already_complete else 'written to'} {output}")
     if outcome.failures:
         raise typer.Exit(1)
 

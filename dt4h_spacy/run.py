@@ -4,7 +4,8 @@
 decides where the annotate step runs. Mention outputs are committed in durable parts as the
 run goes (:mod:`dt4h_spacy.io.parts`), so a crash costs at most ``commit_every`` documents
 or :data:`COMMIT_SECONDS` of work and ``--resume`` continues; OUTPUT itself appears only
-when complete.
+when complete, with ``OUTPUT.job.json`` saying which job it holds, so a ``--resume`` of a
+finished job annotates nothing.
 """
 
 import sys
@@ -17,7 +18,7 @@ from tqdm import tqdm
 
 from .batch import report_failures
 from .errors import RunError, UsageError, WorkerError
-from .io.parts import Parts, PartsError, parts_folder
+from .io.parts import Parts, PartsError, finished, parts_folder, record_finished
 from .io.cdm import write_cdm_jsonl
 from .io.records import AnnotatedDoc, Failure, Mention
 from .io.sinks import CDM_SUFFIX, MENTION_WRITERS, write_html
@@ -37,6 +38,7 @@ class Outcome:
     mentions: int = 0
     failures: List[Failure] = field(default_factory=list)
     documents: List[AnnotatedDoc] = field(default_factory=list)
+    already_complete: bool = False  # a --resume found OUTPUT holding this job, finished: nothing was annotated
 
 
 def run_job(source: Source, output: Path, kind: str, engine: Engine, job: Dict[str, Any], *, with_scores: bool = False,
@@ -56,7 +58,12 @@ def run_job(source: Source, output: Path, kind: str, engine: Engine, job: Dict[s
         raise UsageError(f"--resume needs a .tsv, .jsonl or .parquet OUTPUT; {'an HTML page' if html else 'a CDM file'} "
                          "is written whole.", option="--resume")
     parts = Parts(output, {**job, "output": str(output.resolve()), "with_scores": with_scores})
+    record = {**parts.job, "with_context": with_context}  # what OUTPUT.job.json says of a finished run
     try:
+        if resume and not parts.folder.exists():
+            found = finished(output, record)
+            if found is not None:
+                return _already_complete(output, found)
         done = set() if html or cdm else parts.open(resume)
     except PartsError as err:  # without --resume: OUTPUT's leftover parts, which --resume would continue
         raise UsageError(str(err), option="--resume" if resume else "OUTPUT") from err
@@ -100,6 +107,7 @@ def run_job(source: Source, output: Path, kind: str, engine: Engine, job: Dict[s
             elif not cdm:
                 outcome.mentions = MENTION_WRITERS[kind](output, parts.merged(pending), with_scores,
                                                          source.kept_schema(), with_context)
+                record_finished(output, record, outcome.read, outcome.mentions, outcome.failures)
         except OSError as err:
             raise RunError(f"cannot write {output}: {err}", 1) from err
     except TableError as err:  # text that does not decode, found after the first rows
@@ -113,6 +121,16 @@ def run_job(source: Source, output: Path, kind: str, engine: Engine, job: Dict[s
                        130) from None
     parts.remove()
     return outcome
+
+
+def _already_complete(output: Path, record: Dict[str, Any]) -> Outcome:
+    """The outcome a finished run recorded, for a ``--resume`` that finds its OUTPUT complete."""
+    failures = [Failure(path, reason) for path, reason in record["failures"]]
+    print(f"{output} already holds this job, finished ({record['documents']} documents read, {len(failures)} failed, "
+          f"{record['mentions']} mentions); nothing to annotate (run without --resume to annotate again).",
+          file=sys.stderr, flush=True)
+    report_failures(failures)
+    return Outcome(read=record["documents"], mentions=record["mentions"], failures=failures, already_complete=True)
 
 
 def _kept(output: Path) -> str:

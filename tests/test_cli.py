@@ -174,7 +174,7 @@ def test_predict_writes_every_readable_file_and_reports_the_rest(corpus, tmp_pat
     texts = {p.name[:-4]: read_text(p) for p in corpus.glob("*.txt") if b"\xff" not in p.read_bytes()}
     assert all(texts[r.filename][r.start:r.end] == r.text for r in rows)
     assert rows == sorted(rows, key=lambda m: (m.filename, m.start))
-    assert sorted(os.listdir(tmp_path)) == ["in", "out.tsv"]  # no temporary file left behind
+    assert sorted(os.listdir(tmp_path)) == ["in", "out.tsv", "out.tsv.job.json"]  # no temporary file left behind
 
 
 def test_predict_with_a_saved_pipeline_and_explicit_language(tmp_path, make_nlp):

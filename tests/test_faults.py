@@ -182,7 +182,7 @@ def test_predict_keeps_every_good_file_and_reports_every_bad_one(
     assert [r for r in rows if r.filename != "dentro"] == expected_mentions(make_nlp, faulty_folder, good)
     assert {r.filename for r in rows} >= {"nota1", "nota2", "grande"}
     assert max(r.end for r in rows if r.filename == "grande") > 5_000_000
-    assert sorted(os.listdir(tmp_path)) == ["in", "out.tsv"]
+    assert sorted(os.listdir(tmp_path)) == ["in", "out.tsv", "out.tsv.job.json"]
 
 
 def test_text_over_a_mixed_pipelines_length_limit_is_one_failure(tmp_path, make_nlp):

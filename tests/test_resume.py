@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from dt4h_spacy.batch import Pipelines
 from dt4h_spacy.cli import app
 from dt4h_spacy.io import parts
 from dt4h_spacy.io.parts import Parts
@@ -69,7 +70,7 @@ def test_a_run_killed_after_two_parts_resumes_to_the_rows_of_an_uninterrupted_ru
     assert f"resuming: 6 of {N_NOTES} documents already written" in result.stderr
     assert f"{N_NOTES} documents read, 0 failed" in result.stdout
     assert out.read_text(encoding="utf-8") == uninterrupted  # none lost, none twice, same order and scores
-    assert sorted(os.listdir(tmp_path)) == ["out.tsv", "two-parts.marker"]
+    assert sorted(os.listdir(tmp_path)) == ["out.tsv", "out.tsv.job.json", "two-parts.marker"]
 
 
 def test_the_final_merge_is_sorted_in_passes_of_few_files(tmp_path, monkeypatch):
@@ -131,3 +132,64 @@ def test_resume_knows_input_and_model_by_content_not_by_the_path_given(tmp_path,
     assert refused.exit_code == 2 and out.read_text(encoding="utf-8") == uninterrupted
     assert "has changed since the run that wrote" in refused.output
     assert "a regenerated extract?" in " ".join(refused.output.split())
+
+
+def test_resume_of_a_finished_run_annotates_nothing_and_never_replaces_its_output(tmp_path, notes, model_args,
+                                                                                 uninterrupted, monkeypatch):
+    source, out = tmp_path / "extract.jsonl", tmp_path / "out.tsv"
+    shutil.copy(notes, source)
+    assert run("predict", source, out, *model_args, "--with-scores").exit_code == 0
+    assert out.read_text(encoding="utf-8") == uninterrupted
+    assert not (tmp_path / "out.tsv.parts").exists() and (tmp_path / "out.tsv.job.json").exists()
+    written = out.stat().st_mtime_ns
+
+    def no_model(self):
+        raise AssertionError("the model was loaded: the finished job was annotated again")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(Pipelines, "load", no_model)
+        again = run("predict", source, out, *model_args, "--with-scores", "--resume")
+        assert again.exit_code == 0, again.output
+        assert f"already holds this job, finished ({N_NOTES} documents read, 0 failed" in again.stderr
+        assert f"{N_NOTES} documents read, 0 failed" in again.stdout and "already in" in again.stdout
+        assert out.stat().st_mtime_ns == written
+
+        def refused(*options, because):
+            result = run("predict", source, out, *model_args, *options, "--resume")
+            message = " ".join(result.output.split())
+            assert result.exit_code == 2 and because in message and "run without --resume" in message, result.output
+            assert out.read_text(encoding="utf-8") == uninterrupted
+
+        refused("--with-scores", "--min-score", "0.5", because="with other settings (min_score)")
+        refused(because="with other settings (with_scores)")
+        refused("--with-scores", "--context-columns", because="with other settings (context, with_context)")
+        source.write_text(notes.read_text(encoding="utf-8") + json.dumps({"id": "extra", "text": "x"}) + "\n",
+                          encoding="utf-8")
+        refused("--with-scores", because="has changed since the run that wrote")
+        shutil.copy(notes, source)
+        refused("--with-scores", because="has changed since the run that wrote")  # same bytes, a new time
+    assert run("predict", source, out, *model_args, "--with-scores").exit_code == 0  # without --resume: replaced
+    assert out.read_text(encoding="utf-8") == uninterrupted
+
+    with monkeypatch.context() as patched:
+        patched.setattr(Pipelines, "load", no_model)
+        assert run("predict", source, out, *model_args, "--with-scores", "--resume").exit_code == 0
+        out.write_text(uninterrupted + "nota-999\tDISEASE\t0\t1\tx\t0.9\n", encoding="utf-8")
+        edited = run("predict", source, out, *model_args, "--with-scores", "--resume")
+        assert edited.exit_code == 2 and f"{out} has changed since the run that wrote it" in " ".join(
+            edited.output.split())
+        (tmp_path / "out.tsv.job.json").unlink()
+        unknown = run("predict", source, out, *model_args, "--with-scores", "--resume")
+        assert unknown.exit_code == 2 and "saying which run wrote it" in " ".join(unknown.output.split())
+    assert out.read_text(encoding="utf-8").endswith("nota-999\tDISEASE\t0\t1\tx\t0.9\n")  # never replaced
+
+
+def test_resume_of_a_finished_run_with_failures_reports_them_again(tmp_path, notes, model_args, monkeypatch):
+    source, out = tmp_path / "extract.jsonl", tmp_path / "out.jsonl"
+    source.write_text(notes.read_text(encoding="utf-8") + '{"id": "sin-texto"}\n', encoding="utf-8")
+    first = run("predict", source, out, *model_args)
+    assert first.exit_code == 1 and "missing text" in first.stderr
+    monkeypatch.setattr(Pipelines, "load", lambda self: pytest.fail("annotated again"))
+    again = run("predict", source, out, *model_args, "--resume")
+    assert again.exit_code == 1, again.output
+    assert f"row {N_NOTES + 1}: missing text" in again.stderr and f"{N_NOTES} documents read, 1 failed" in again.stdout

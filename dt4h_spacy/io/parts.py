@@ -9,7 +9,10 @@ field (its document's kept columns last). The final OUTPUT is a k-way merge of t
 (an external merge sort in passes of :data:`FAN_IN` files), written atomically; then the
 folder is removed.
 ``job.json`` records the settings that decide the rows, so a resume with other settings is
-refused instead of mixing two runs' rows.
+refused instead of mixing two runs' rows. A finished run leaves that record beside OUTPUT
+(``OUTPUT.job.json``, with OUTPUT's own identity and the run's counts), so a ``--resume`` of a
+finished job says so instead of annotating everything again, and one with other settings, or
+of an OUTPUT changed since, is refused instead of replacing a finished OUTPUT.
 """
 
 import hashlib
@@ -21,10 +24,11 @@ from contextlib import suppress
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Set, Tuple
 
-from .records import Mention, mention_values, sort_key, values_mention
+from .records import Failure, Mention, mention_values, sort_key, values_mention
 
 FAN_IN = 64
 JOB_FILE = "job.json"
+RECORD_SUFFIX = ".job.json"
 
 
 IDENTITY_BLOCK = 1 << 20
@@ -67,6 +71,66 @@ class PartsError(ValueError):
 
 def parts_folder(output: Path) -> Path:
     return output.with_name(output.name + ".parts")
+
+
+def job_record(output: Path) -> Path:
+    """Where a finished run into ``output`` records its job (see :func:`record_finished`)."""
+    return output.with_name(output.name + RECORD_SUFFIX)
+
+
+def changed_settings(saved: Mapping[str, Any], job: Mapping[str, Any]) -> List[str]:
+    """The names of the settings whose values differ between two jobs."""
+    return sorted(k for k in set(saved) | set(job) if saved.get(k) != job.get(k))
+
+
+def _placed_elsewhere(job: Mapping[str, Any]) -> Dict[str, Any]:
+    """``job`` without OUTPUT's path: a record moved with its OUTPUT still describes it."""
+    return {key: value for key, value in json.loads(json.dumps(job, default=str)).items() if key != "output"}
+
+
+def _output_identity(output: Path) -> Dict[str, Any]:
+    return {key: value for key, value in content_identity(str(output)).items() if key != "file"}
+
+
+def record_finished(output: Path, job: Mapping[str, Any], documents: int, mentions: int,
+                    failures: Iterable[Failure]) -> None:
+    """Record beside the just written ``output`` which job it holds (and its counts), durably."""
+    record = {"job": job, "output_content": _output_identity(output), "documents": documents,
+              "mentions": mentions, "failures": [[str(f.path), f.reason] for f in failures]}
+    target = job_record(output)
+    temporary = target.with_name(target.name + ".tmp")
+    with open(temporary, "w", encoding="utf-8", newline="\n") as handle:
+        handle.write(json.dumps(record, indent=1, ensure_ascii=False, default=str) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, target)
+    _fsync_folder(target.parent)
+
+
+def finished(output: Path, job: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
+    """The record of the finished run of ``job`` that ``output`` holds (its ``documents``,
+    ``mentions`` and ``failures``); None when there is no ``output``. Raises
+    :class:`PartsError` when ``output`` exists but is not that: written with other settings or
+    input, changed since, or with no record of its run."""
+    if not output.exists():
+        return None
+    again = f"run without --resume to annotate again (replacing {output}), or give another OUTPUT"
+    try:
+        record = json.loads(job_record(output).read_text(encoding="utf-8"))
+        saved = record["job"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise PartsError(f"{output} exists, with neither {parts_folder(output).name} of an interrupted run to "
+                         f"continue nor {job_record(output).name} saying which run wrote it; {again}.") from None
+    changed = changed_settings(_placed_elsewhere(saved), _placed_elsewhere(job))
+    if "input_content" in changed and "input" not in changed:
+        raise PartsError(f"INPUT {saved['input']} has changed since the run that wrote {output} (its size, time or "
+                         f"bytes differ: a regenerated extract?); {again}.")
+    if changed:
+        raise PartsError(f"{output} was written by a finished run with other settings ({', '.join(changed)}); "
+                         f"{again}.")
+    if record.get("output_content") != _output_identity(output):
+        raise PartsError(f"{output} has changed since the run that wrote it (its size, time or bytes differ); {again}.")
+    return record
 
 
 def _fsync_folder(folder: Path) -> None:
@@ -126,7 +190,7 @@ class Parts:
         with suppress(OSError, ValueError):  # no job.json yet: the first part was never committed
             saved = json.loads((self.folder / JOB_FILE).read_text(encoding="utf-8"))
         if saved != self.job:
-            changed = sorted(k for k in set(saved) | set(self.job) if saved.get(k) != self.job.get(k))
+            changed = changed_settings(saved, self.job)
             if "input_content" in changed and "input" not in changed:
                 raise PartsError(f"INPUT {saved['input']} has changed since the run that wrote {self.folder} (its "
                                  "size, time or bytes differ: a regenerated extract?); resuming would mix rows of "
