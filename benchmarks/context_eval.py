@@ -34,7 +34,7 @@ from typing import Dict, List, Tuple
 import spacy
 from throughput import cpu_info
 
-from dt4h_spacy.evaluate_context import evaluate_context, format_context_table
+from dt4h_spacy.evaluate.context import evaluate_context, format_context_table
 from dt4h_spacy.pipes.context.component import span_qualifiers
 from dt4h_spacy.tsv import QUALIFIERS, Mention
 

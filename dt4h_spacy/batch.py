@@ -42,7 +42,7 @@ from .filenames import lang_from_filename, spacy_lang
 from .io.records import RESERVED, AnnotatedDoc, Document, Failure, Mention, span_mention
 from .io.sources import Source
 from .io.tables import Columns, TableError
-from .langdetect import check_languages, serving_language
+from .pipes.langdetect.detect import check_languages, serving_language
 from .pipes.context import FACTORY as CONTEXT_FACTORY
 from .pipes.context import ContextQualifier
 from .pipes.context.component import span_qualifiers

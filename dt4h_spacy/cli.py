@@ -58,8 +58,8 @@ from .corpus import (
 )
 from .engines.local import local_engine
 from .errors import CheckpointError, EvaluationError, RecordError
-from .evaluate import evaluate, format_table, strict_errors
-from .evaluate_context import evaluate_context, format_context_table, read_qualified
+from .evaluate.official import evaluate, format_table, strict_errors
+from .evaluate.context import evaluate_context, format_context_table, read_qualified
 from .inference import PRECISION_CHOICES
 from .io.cdm import RECORD_FIELDS
 from .io.parts import content_identity

@@ -2,13 +2,13 @@
 
 Every input route (a folder of ``.txt``, a table with or without a language column) and
 both engines ask :func:`route_language`; knowing a language from a MultiClinNER file name or
-identifying it in the text is :func:`dt4h_spacy.langdetect.route`.
+identifying it in the text is :func:`dt4h_spacy.pipes.langdetect.detect.route`.
 """
 
 import re
 from typing import Optional
 
-from .langdetect import Undetectable, route
+from .pipes.langdetect.detect import Undetectable, route
 
 LANG_CODE = re.compile(r"^[a-z]{2,3}$")
 

@@ -22,7 +22,7 @@ from typing import List
 import spacy
 
 from dt4h_spacy.batch import Pipelines, served_languages
-from dt4h_spacy.evaluate import evaluate, format_table
+from dt4h_spacy.evaluate.official import evaluate, format_table
 from dt4h_spacy.filenames import lang_from_filename
 from dt4h_spacy.textfiles import Failure, document_name, find_txt_files, read_documents
 from dt4h_spacy.tsv import Mention, read_mentions, write_mentions

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 import dt4h_spacy
 from dt4h_spacy.batch import normalize_lang
 from dt4h_spacy.cli import app
-from dt4h_spacy.evaluate import evaluate_files
+from dt4h_spacy.evaluate.official import evaluate_files
 from dt4h_spacy.filenames import lang_from_filename
 from dt4h_spacy.io import sources
 from dt4h_spacy.io.records import span_mention

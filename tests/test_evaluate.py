@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dt4h_spacy.errors import EvaluationError
-from dt4h_spacy.evaluate import evaluate, evaluate_files, format_table, pair_score, strict_errors
+from dt4h_spacy.evaluate.official import evaluate, evaluate_files, format_table, pair_score, strict_errors
 from dt4h_spacy.filenames import lang_from_filename
 from dt4h_spacy.tsv import Mention, TSVError, format_mentions
 

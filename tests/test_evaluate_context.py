@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from dt4h_spacy.cli import app
 from dt4h_spacy.errors import EvaluationError
-from dt4h_spacy.evaluate_context import evaluate_context, read_qualified
+from dt4h_spacy.evaluate.context import evaluate_context, read_qualified
 from dt4h_spacy.tsv import Mention, write_mentions
 
 ES = "MultiClinNER-es-test-disease-00001"

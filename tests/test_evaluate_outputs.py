@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from dt4h_spacy.cli import app
-from dt4h_spacy.evaluate import evaluate, format_table
+from dt4h_spacy.evaluate.official import evaluate, format_table
 from dt4h_spacy.tsv import Mention, format_mentions, read_mentions
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"

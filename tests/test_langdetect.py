@@ -8,7 +8,7 @@ import spacy
 from typer.testing import CliRunner
 
 from dt4h_spacy.cli import app
-from dt4h_spacy.langdetect import Undetectable, detect_language, route
+from dt4h_spacy.pipes.langdetect.detect import Undetectable, detect_language, route
 from dt4h_spacy.tsv import read_mentions
 
 # Short clinical notes, paragraphs and punctuation included; the disease words are the ones
@@ -138,7 +138,7 @@ def _with_lang(nlp, text, lang):
 
 
 def test_serving_language_prefers_the_head_then_its_spacy_spelling_then_the_fallback():
-    from dt4h_spacy.langdetect import serving_language
+    from dt4h_spacy.pipes.langdetect.detect import serving_language
 
     assert serving_language("es", {"es", "it"}, None) == "es"
     assert serving_language("en", None, None) == "en"  # a head for every language

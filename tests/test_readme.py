@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from dt4h_spacy.evaluate import evaluate_files
+from dt4h_spacy.evaluate.official import evaluate_files
 from dt4h_spacy.tsv import read_mentions
 
 ROOT = Path(__file__).resolve().parent.parent

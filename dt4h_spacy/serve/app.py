@@ -33,7 +33,7 @@ from ..batch import Pipelines, model_label, served_languages
 from ..component import DiseaseRecognizer
 from ..io.cdm import cdm_failure, cdm_object, concept_class
 from ..io.records import AnnotatedDoc, Document, Failure, mention_record
-from ..langdetect import check_languages
+from ..pipes.langdetect.detect import check_languages
 from ..pipes.context import ContextQualifier
 from ..routing import language_code
 from .batching import MicroBatcher, QueueFull, Result

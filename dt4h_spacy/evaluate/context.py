@@ -20,12 +20,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
-from .errors import EvaluationError, RecordError
-from .filenames import lang_from_filename
-from .textfiles import document_name
-from .io.records import QUALIFIERS, Mention
-from .io.sinks import read_jsonl, read_parquet
-from .tsv import TSVError, parse_flag, read_mentions
+from ..errors import EvaluationError, RecordError
+from ..filenames import lang_from_filename
+from ..textfiles import document_name
+from ..io.records import QUALIFIERS, Mention
+from ..io.sinks import read_jsonl, read_parquet
+from ..tsv import TSVError, parse_flag, read_mentions
 
 BRAT_ATTRIBUTES = {"negated": "negated", "negation": "negated", "uncertain": "uncertain",
                    "uncertainty": "uncertain", "speculated": "uncertain", "speculation": "uncertain",

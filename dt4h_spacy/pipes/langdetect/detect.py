@@ -2,7 +2,8 @@
 
 Real folders of notes do not carry MultiClinNER names, so ``--lang detect`` (and ``--lang
 auto`` for files without such a name) identifies each text's language, and the
-``dt4h_langdetect`` pipe sets ``doc._.dt4h_lang`` for Python users of an ``xx`` pipeline.
+``dt4h_langdetect`` pipe (:mod:`.component`) sets ``doc._.dt4h_lang`` for Python users of an
+``xx`` pipeline.
 
 The identifier is py3langid (langid.py's naive Bayes over byte n-grams, 97 languages, a
 4.6 MB wheel, deterministic), restricted to the languages of the DT4H checkpoints plus their
@@ -16,11 +17,7 @@ py3langid 64/64 correct, lingua 61/64, langdetect 62/64; 0.3 ms, 4 ms and 80 ms 
 
 from typing import Callable, List, Optional, Sequence, Tuple, Union
 
-from spacy.language import Language
-from spacy.tokens import Doc
-
-from . import extensions  # noqa: F401 - registers doc._.dt4h_lang
-from .filenames import lang_from_filename, spacy_lang
+from ...filenames import lang_from_filename, spacy_lang
 
 FAMILY_LANGUAGES = ("cs", "en", "es", "it", "nl", "ro", "sv")  # served by the DT4H checkpoints
 NEIGHBOURS = ("ca", "de", "fr", "pt")
@@ -28,7 +25,6 @@ DETECTABLE = tuple(sorted(FAMILY_LANGUAGES + NEIGHBOURS))
 MIN_LETTERS = 12
 SAMPLE_CHARS = 5000  # a note's language shows in its beginning; the rest only costs time
 INSTALL_HINT = "pip install py3langid (a dependency of dt4h_spacy: reinstall it)"
-FACTORY = "dt4h_langdetect"
 
 
 class Undetectable(Exception):
@@ -102,35 +98,3 @@ def serving_language(code: str, served: Optional[Sequence[str]], fallback: Optio
     if served is None or code in served:
         return code
     return next((lang for lang in sorted(served) if spacy_lang(lang) == code), fallback)
-
-
-class LanguageTagger:
-    """Sets ``doc._.dt4h_lang`` to the detected language, for an ``xx`` pipeline whose DT4H
-    component routes each doc by it. A doc that already has one keeps it unless ``overwrite``;
-    one too short to tell gets ``fallback`` (None: the doc's own ``lang_`` is used)."""
-
-    def __init__(self, name: str, languages: Sequence[str], fallback: Optional[str], overwrite: bool) -> None:
-        self.name = name
-        self.languages = check_languages(languages)
-        self.fallback = fallback
-        self.overwrite = overwrite
-
-    def __call__(self, doc: Doc) -> Doc:
-        if doc._.dt4h_lang is not None and not self.overwrite:
-            return doc
-        try:
-            doc._.dt4h_lang = spacy_lang(detect_language(doc.text, self.languages))
-        except Undetectable:
-            doc._.dt4h_lang = self.fallback
-        return doc
-
-
-@Language.factory(
-    FACTORY,
-    assigns=["doc._.dt4h_lang"],
-    default_config={"languages": list(DETECTABLE), "fallback": None, "overwrite": False},
-)
-def make_language_tagger(
-    nlp: Language, name: str, languages: Sequence[str], fallback: Optional[str], overwrite: bool
-) -> LanguageTagger:
-    return LanguageTagger(name, languages, fallback, overwrite)

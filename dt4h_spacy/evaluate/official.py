@@ -33,10 +33,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
-from .errors import EvaluationError
-from .filenames import lang_from_filename
-from .io.records import Mention, sort_key
-from .io.sinks import read_output
+from ..errors import EvaluationError
+from ..filenames import lang_from_filename
+from ..io.records import Mention, sort_key
+from ..io.sinks import read_output
 
 ROUND = 4
 
