@@ -58,3 +58,11 @@ class RunError(RuntimeError):
 
 class WorkerError(RuntimeError):
     """A CPU worker process (``--cpu-workers``) that died or failed; the message names it and what to do."""
+
+
+class DeviceMemoryError(RunError):
+    """A GPU without the memory for even one window (a larger batch is retried in halves first);
+    the run stops with its committed parts kept for ``--resume`` (exit code 1)."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message, exit_code)

@@ -5,7 +5,9 @@
 - :func:`collate` (CPU): windows → one padded :class:`~dt4h_spacy.windows.WindowBatch`, the
   one collation of prediction, the authors' reading mode and training;
 - :func:`forward` (device): a batch → per-head word probabilities, scattered back to their
-  documents by :func:`scatter`;
+  documents by :func:`scatter`. :func:`run_sets` runs the windows of several document sets
+  (several workers' chunks, a Ray batch of them) in one batch plan, as a GPU wants them; a
+  batch the device has no memory for is run again in halves (:func:`forward_fitting`);
 - :func:`postprocess` (CPU): probabilities → labels → entities as token ranges with scores
   (:class:`DocEntities`), which :func:`~dt4h_spacy.spans.make_spans` turns into spans.
 
@@ -14,15 +16,18 @@ so worker processes can hand them on. :meth:`~dt4h_spacy.component.DiseaseRecogn
 runs the stages in order.
 """
 
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy
+import torch
 from spacy.attrs import IS_PUNCT, IS_SPACE, ORTH
 from spacy.tokens import Doc
 from transformers import PreTrainedTokenizerFast
 
 from .decoding import decode_bio
+from .errors import DeviceMemoryError
 from .labels import LabelScheme
 from .sentences import sentence_starts
 from .spans import entity_bounds, glued_words, line_break_before
@@ -50,12 +55,27 @@ class DocWords:
 
 
 @dataclass(frozen=True)
+class WindowSet:
+    """What the forward stage needs of a set of docs: their windows (``window.doc`` indexes the
+    set) and per doc the heads that read it and its word count; not the words' texts, which
+    stay with the CPU stages."""
+
+    windows: List[Window]
+    heads: List[Tuple[str, ...]]
+    n_words: List[int]
+
+
+@dataclass(frozen=True)
 class Prepared:
     """:func:`preprocess`'s result: the docs' words and the windows cut from them (``window.doc``
     indexes ``docs``)."""
 
     docs: List[DocWords]
     windows: List[Window]
+
+    @property
+    def window_set(self) -> WindowSet:
+        return WindowSet(self.windows, [d.heads for d in self.docs], [d.n_words for d in self.docs])
 
 
 @dataclass(frozen=True)
@@ -147,14 +167,57 @@ def run_windows(tagger: "WordTagger", windows: Sequence[Window], heads: Sequence
     """Collate, forward and scatter ``windows``: per doc, head → ``(n_words, n_labels)`` probabilities."""
     out = outside_probs(n_words, heads, tagger.schemes)
     for members, batch in batches(windows, heads, tagger):
-        scatter(out, members, batch, forward(tagger, batch))
+        for part, part_batch, probs in forward_fitting(tagger, members, batch, heads):
+            scatter(out, part, part_batch, probs)
     return out
 
 
 def run(tagger: "WordTagger", prepared: Prepared) -> List[Dict[str, numpy.ndarray]]:
     """:func:`run_windows` on what :func:`preprocess` prepared."""
-    docs = prepared.docs
-    return run_windows(tagger, prepared.windows, [d.heads for d in docs], [d.n_words for d in docs])
+    return run_sets(tagger, [prepared.window_set])[0]
+
+
+def run_sets(tagger: "WordTagger", sets: Sequence[WindowSet]) -> List[List[Dict[str, numpy.ndarray]]]:
+    """:func:`run_windows` over the windows of all ``sets`` together, so batches are filled
+    across them; per set, its docs' probabilities."""
+    if len(sets) == 1:
+        only = sets[0]
+        return [run_windows(tagger, only.windows, only.heads, only.n_words)]
+    offsets = numpy.cumsum([0] + [len(s.n_words) for s in sets]).tolist()
+    windows = [replace(w, doc=w.doc + offset) for s, offset in zip(sets, offsets) for w in s.windows]
+    out = run_windows(tagger, windows, [h for s in sets for h in s.heads], [n for s in sets for n in s.n_words])
+    return [out[lo:hi] for lo, hi in zip(offsets, offsets[1:])]
+
+
+def forward_fitting(tagger: "WordTagger", members: List[Window], batch: WindowBatch,
+                    heads: Sequence[Tuple[str, ...]]) -> List[Tuple[List[Window], WindowBatch, Dict[str, numpy.ndarray]]]:
+    """:func:`forward` of ``batch``; if the device has no memory for it, the batch again in
+    halves, and the tagger's batches from then on at most half as many windows (warned as they
+    shrink; a batch planned larger is split before it is tried), so a GPU shared with other
+    jobs slows a run down instead of ending it. A single window that does not fit raises
+    :class:`~dt4h_spacy.errors.DeviceMemoryError`, naming the way out."""
+    if len(members) <= tagger.batch_size:
+        try:
+            return [(members, batch, forward(tagger, batch))]
+        except torch.cuda.OutOfMemoryError as err:
+            message = str(err).splitlines()[0] if str(err) else "out of memory"
+        torch.cuda.empty_cache()  # what the failed pass allocated goes back to the device before the retry
+        subwords = int(batch.input_ids.size)
+        if len(members) == 1:
+            raise DeviceMemoryError(
+                f"the {tagger.device} device has no memory for one window of {subwords} subwords ({message}); free "
+                "the device (other jobs on it), lower max_length, or run on another device")
+        tagger.batch_size = len(members) // 2
+        warnings.warn(f"the {tagger.device} device ran out of memory on a batch of {len(members)} windows ({subwords} "
+                      f"padded subwords); retrying it in halves, and batches now hold at most {tagger.batch_size} "
+                      "window(s) (a lower batch_size or max_batch_subwords avoids the retry)", RuntimeWarning,
+                      stacklevel=2)
+    half = len(members) // 2
+    found = []
+    for part in (members[:half], members[half:]):
+        part_batch = collate(part, [heads[w.doc] for w in part], tagger.tokenizer.pad_token_id)
+        found += forward_fitting(tagger, part, part_batch, heads)
+    return found
 
 
 def postprocess(
