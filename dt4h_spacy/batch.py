@@ -47,7 +47,7 @@ from .pipes.context import FACTORY as CONTEXT_FACTORY
 from .pipes.context import ContextQualifier
 from .pipes.context.component import span_qualifiers
 from .routing import RoutingError, language_code, route_language
-from .settings import DEFAULT_CHECKPOINT
+from .settings import CPU_STEPS, DEFAULT_CHECKPOINT
 from .textfiles import check_encoding
 
 
@@ -199,11 +199,12 @@ def _saved_config_path(model: str) -> Path:
     raise OSError(f"cannot find the pipeline {model!r}: it is neither a folder nor an installed pipeline package.")
 
 
-def _component_overrides(model: str, settings: Dict[str, Any]) -> Dict[str, Any]:
-    """Config overrides that apply ``settings`` to every dt4h_disease component of a saved pipeline."""
+def load_pipeline(model: str, settings: Mapping[str, Any]) -> Language:
+    """A saved pipeline (folder or installed package) with ``settings`` applied to each of its
+    dt4h_disease components, as config overrides."""
     config = spacy.util.load_config(_saved_config_path(model))
     names = [name for name, block in config.get("components", {}).items() if block.get("factory") == FACTORY]
-    return {f"components.{name}.{key}": value for name in names for key, value in settings.items()}
+    return spacy.load(model, config={f"components.{name}.{key}": value for name in names for key, value in settings.items()})
 
 
 def served_languages(nlp: Language) -> Optional[Set[str]]:
@@ -253,7 +254,7 @@ class Pipelines:
         self._nlp: Optional[Language] = None
         self._served: Optional[Set[str]] = None
         self._own_tokenizer = model is not None  # a saved pipeline tokenizes with its own tokenizer
-        self._tokenizers: Dict[str, Callable[[str], Doc]] = {}
+        self._languages: Dict[str, Language] = {}  # language code → the pipeline that tokenizes it
 
     @classmethod
     def of(cls, nlp: Language, lang: str = "auto", fallback: Optional[str] = None) -> "Pipelines":
@@ -273,7 +274,7 @@ class Pipelines:
         try:
             if self.model is not None:
                 check_pipeline_folder(Path(self.model))
-                nlp = spacy.load(self.model, config=_component_overrides(self.model, settings))
+                nlp = load_pipeline(self.model, settings)
             else:
                 nlp = spacy.blank("xx")
                 config = {key: value for key, value in (("checkpoint", self.checkpoint),
@@ -292,15 +293,45 @@ class Pipelines:
         self._nlp, self._served = nlp, served
         return nlp
 
-    def _tokenizer(self, code: str) -> Callable[[str], Doc]:
-        if code not in self._tokenizers:
+    def for_cpu_steps(self) -> "Pipelines":
+        """These pipelines as a process that prepares windows and decodes, but never runs a
+        network, loads them (:data:`~dt4h_spacy.settings.CPU_STEPS`: weights on the CPU, as stored)."""
+        return Pipelines(self.lang, self.model, self.checkpoint, self.base_model, {**self.settings, **CPU_STEPS},
+                         self.fallback, self.context)
+
+    def device_components(self) -> List[str]:
+        """The names of the ``dt4h_disease`` components, in pipeline order, read from the
+        pipeline's config: the network is not loaded."""
+        if self._nlp is not None:
+            return [name for name, component in self._nlp.pipeline if isinstance(component, DiseaseRecognizer)]
+        if self.model is None:
+            return [FACTORY]
+        try:
+            config = spacy.util.load_config(_saved_config_path(self.model))
+        except (OSError, ValueError) as err:
+            raise RunError(str(err), 2) from err
+        blocks = config.get("components", {})
+        return [name for name in config["nlp"]["pipeline"] if blocks.get(name, {}).get("factory") == FACTORY]
+
+    def _language(self, code: str) -> Language:
+        """The pipeline that tokenizes documents in ``code``: the model's own (``--model``), else a blank one."""
+        if code not in self._languages:
             if self._own_tokenizer:
-                self._tokenizers[code] = self.load().make_doc
+                self._languages[code] = self.load()
             else:
                 blank = spacy.blank(spacy_lang(code))
                 blank.max_length = sys.maxsize  # the pipeline is only dt4h_disease (see _lift_length_limit)
-                self._tokenizers[code] = blank.make_doc
-        return self._tokenizers[code]
+                self._languages[code] = blank
+        return self._languages[code]
+
+    def _tokenizer(self, code: str) -> Callable[[str], Doc]:
+        return self._language(code).make_doc
+
+    def restore(self, data: bytes, code: str) -> Doc:
+        """A doc of language ``code`` tokenized by :meth:`make_doc` in another process and sent
+        as ``Doc.to_bytes``, restored with the vocab that tokenized it (lexical attributes are
+        the language's)."""
+        return Doc(self._language(code).vocab).from_bytes(data)
 
     def make_doc(self, document: Document) -> Doc:
         """``document`` tokenized and routed (``doc._.dt4h_lang``); a :class:`RoutingError`

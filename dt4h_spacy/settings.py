@@ -20,6 +20,9 @@ DEFAULT_SPANS_KEY = "dt4h"
 COMPAT_MODES = ("words", "authors")
 UNSUPPORTED_POLICIES = ("raise", "skip", "warn")
 SCORER = {"@scorers": "spacy.ner_scorer.v1"}
+# The settings of a process that runs the CPU steps only (tokenizer, windows, decoding; the
+# network's forward pass runs elsewhere): its copy of the weights stays on the CPU, as stored.
+CPU_STEPS: Dict[str, Any] = {"device": "cpu", "precision": "fp32", "quantize": False}
 
 
 @dataclass(frozen=True)

@@ -10,13 +10,15 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import spacy
 from typer.testing import CliRunner
 
 from dt4h_spacy.cli import app
-from dt4h_spacy.engines.workers import pipe
+from dt4h_spacy.engines import steps, workers
+from dt4h_spacy.engines.workers import load_on_cpu, pipe
 from dt4h_spacy.errors import WorkerError
 from dt4h_spacy.testing import clinical_case
 from dt4h_spacy.tsv import read_mentions
@@ -47,6 +49,52 @@ def test_workers_give_the_single_process_docs_in_input_order(saved_pipeline):
                                                                      for d in nlp.pipe(texts, batch_size=3)]
     assert sum(len(d.spans["dt4h"]) for d in got) >= 30, "the trained model should find diseases"
     assert not multiprocessing.active_children(), "the workers are gone once the results are"
+
+
+@pytest.fixture(scope="module")
+def one_window_pipeline(tmp_path_factory, make_nlp, trained_checkpoint):
+    """One window per forward pass (the CPU's default) and ``device = "auto"``, saved."""
+    nlp = make_nlp("es", checkpoint=trained_checkpoint, max_length=48, stride=8, device="auto")
+    nlp.add_pipe("dt4h_context")
+    nlp.initialize()
+    path = tmp_path_factory.mktemp("one_window") / "pipeline"
+    nlp.to_disk(path)
+    return path
+
+
+def test_the_windows_of_chunks_waiting_together_are_batched_together_for_the_device(one_window_pipeline,
+                                                                                     monkeypatch):
+    """``merge`` (on by default where the network is on a GPU): the main process runs the
+    windows of every chunk that waits for it in one batch plan. One window per pass keeps
+    each window's result bit for bit, so the docs equal one process's."""
+    texts = [clinical_case(seed, paragraphs=2 + seed % 3) for seed in range(16)]
+    nlp = spacy.load(one_window_pipeline)
+    expected = spans_of(nlp.pipe(texts, batch_size=2))
+    sets_per_pass = []
+    forward = steps.forward
+    monkeypatch.setattr(steps, "forward", lambda *args: sets_per_pass.append(len(args[2])) or forward(*args))
+    receive, gathered = workers._receive, []
+
+    def gathering(readers, processes):
+        """The first time, waits until two chunks ask for the network, as on a busy GPU."""
+        got = receive(readers, processes)
+        deadline = time.monotonic() + 120
+        while not gathered and sum(m[0] == "forward" for m in got) < 2 and time.monotonic() < deadline:
+            got += receive(readers, processes)
+        gathered.append(True)
+        return got
+
+    monkeypatch.setattr(workers, "_receive", gathering)
+    got = list(pipe(functools.partial(load_on_cpu, str(one_window_pipeline)), texts, cpu_workers=2, batch_size=2,
+                    merge=True))
+    assert spans_of(got) == expected
+    assert max(sets_per_pass) >= 2 and sum(sets_per_pass) == 8, sets_per_pass  # 8 chunks, fewer passes
+
+
+def test_a_workers_pipeline_that_would_put_its_network_on_a_gpu_is_refused_with_the_way_out(one_window_pipeline):
+    with pytest.raises(WorkerError, match=r"CPU worker \d failed: ValueError: component 'dt4h_disease' would load its "
+                                          r"network on 'auto' in every CPU worker.*load_on_cpu"):
+        list(pipe(functools.partial(spacy.load, one_window_pipeline), ["Paciente con diabetes."], cpu_workers=1))
 
 
 def test_a_worker_that_dies_is_reported_not_waited_on(saved_pipeline):

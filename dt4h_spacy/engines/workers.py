@@ -3,12 +3,15 @@
 One process runs the network's forward passes; on a GPU it would otherwise wait on the CPU
 work of a single core (spaCy tokenization, words, windows, decoding, spans). Here K spawned
 processes each hold the pipeline and take chunks of documents: they tokenize them, run every
-pipe, and for each ``dt4h_disease`` component (``compat="words"``) send its prepared windows
-(:func:`~dt4h_spacy.stages.preprocess`) to this process, which runs them through the
-component's network (windows of the chunk's documents batched together) and sends the
-probabilities back; the worker decodes and writes the spans and runs the pipes after it.
-Results come back in input order, identical to one process's. A worker that dies is
-reported (:class:`~dt4h_spacy.errors.WorkerError`), never waited on.
+pipe, and at each ``dt4h_disease`` component (``compat="words"``) send its prepared windows
+to this process (:mod:`.steps`), which runs them through the component's network and sends
+the probabilities back; the worker decodes and writes the spans and runs the pipes after it.
+On a GPU the windows of every chunk waiting at once are batched together
+(``merge``), so the device gets full batches whatever the chunk size; on a CPU each chunk
+is run alone, as ``nlp.pipe`` runs it, so the results equal one process's bit for bit.
+Results come back in input order. A worker that dies is reported
+(:class:`~dt4h_spacy.errors.WorkerError`), never waited on; a batch the GPU has no memory
+for is run again in halves (:func:`~dt4h_spacy.stages.forward_fitting`).
 
 The pipeline must be built alike in every process, so a job says how (a picklable
 :class:`Job`): :class:`TextJob` (texts → Docs, the Python interface, :func:`pipe`) or the
@@ -16,6 +19,7 @@ CLI's job over :class:`~dt4h_spacy.batch.Pipelines`. Workers load the weights me
 and never run them, so they cost little memory.
 """
 
+import functools
 import multiprocessing
 import traceback
 from itertools import islice
@@ -25,11 +29,11 @@ from typing import Any, Callable, Dict, Generator, Iterable, Iterator, List, Opt
 from spacy.language import Language
 from spacy.tokens import Doc
 
-from .. import stages
-from ..batch import Pipelines
-from ..component import DiseaseRecognizer
+from ..batch import Pipelines, load_pipeline
 from ..errors import WorkerError
 from ..io.records import Failure
+from ..settings import CPU_STEPS
+from . import steps
 
 POLL_S = 1.0  # how often the main process looks at its workers while it waits for them
 IN_FLIGHT = 2  # chunks a worker holds at once: one to work on while the other is forwarded
@@ -72,7 +76,7 @@ class PipelinesJob(Job):
     :class:`~dt4h_spacy.batch.Pipelines` does; results are annotated documents or failures."""
 
     def __init__(self, pipelines: Pipelines) -> None:
-        p = pipelines  # its options are plain values: each process builds its own
+        p = pipelines.for_cpu_steps()  # its options are plain values: each process builds its own
         self.options = (p.lang, p.model, p.checkpoint, p.base_model, p.settings, p.fallback, p.context)
         self.pipelines: Optional[Pipelines] = None
 
@@ -96,25 +100,37 @@ class PipelinesJob(Job):
         return [key if isinstance(key, Failure) else self._pipelines().annotated(next(annotated), key) for key in keys]
 
 
+def load_on_cpu(model: str) -> Language:
+    """``spacy.load(model)`` as a worker needs it (``load_nlp=functools.partial(load_on_cpu,
+    path)``): its networks' weights stay on the CPU, as stored, whatever device the saved
+    config names; the forward passes run on the main process's ``nlp``."""
+    return load_pipeline(model, CPU_STEPS)
+
+
 def pipe(load_nlp: Callable[[], Language], texts: Iterable[str], cpu_workers: int, batch_size: int = 32,
-         convert: Optional[Callable[[Doc], Any]] = None, nlp: Optional[Language] = None) -> Iterator[Any]:
+         convert: Optional[Callable[[Doc], Any]] = None, nlp: Optional[Language] = None,
+         merge: Optional[bool] = None) -> Iterator[Any]:
     """``nlp.pipe(texts, batch_size=batch_size)`` with the CPU stages in ``cpu_workers``
     processes: the same Docs, in order.
 
     ``load_nlp`` builds the pipeline in each worker (a module-level function or a
-    ``functools.partial`` of ``spacy.load``: spawned processes must import it); the forward
-    passes run on ``nlp`` here (default: ``load_nlp()``). A Doc costs this process about as
+    ``functools.partial`` of :func:`load_on_cpu` or ``spacy.load``: spawned processes must
+    import it), with its networks on the CPU; the forward passes run on ``nlp`` here
+    (default: ``load_nlp()``), on its device. A Doc costs this process about as
     much to unpickle as to annotate, so to relieve it pass ``convert``, a module-level
     function run in the worker on each doc (e.g. to its entities' offsets): its results come
-    back instead of the Docs."""
-    yield from run(TextJob(load_nlp, convert), texts, cpu_workers, batch_size, None if nlp is None else lambda: nlp)
+    back instead of the Docs. ``merge``: see :func:`run`."""
+    yield from run(TextJob(load_nlp, convert), texts, cpu_workers, batch_size, None if nlp is None else lambda: nlp,
+                   merge)
 
 
 def run(job: Job, items: Iterable[Any], cpu_workers: int, batch_size: int = 32,
-        load_nlp: Optional[Callable[[], Language]] = None) -> Iterator[Any]:
+        load_nlp: Optional[Callable[[], Language]] = None, merge: Optional[bool] = None) -> Iterator[Any]:
     """Every item's result (``job.write``), in input order; the network runs here, on
     ``load_nlp()`` (default ``job.load()``, called when a worker first needs it), the rest
-    in ``cpu_workers`` spawned processes."""
+    in ``cpu_workers`` spawned processes. ``merge``: batch the windows of all chunks waiting
+    at once for the same network (default: where that network is not on the CPU; a batch's
+    composition changes the last bits of a score)."""
     if cpu_workers < 1:
         raise ValueError(f"cpu_workers must be at least 1, got {cpu_workers}.")
     context = multiprocessing.get_context("spawn")  # a fork would copy torch's threads and CUDA
@@ -128,7 +144,9 @@ def run(job: Job, items: Iterable[Any], cpu_workers: int, batch_size: int = 32,
         process.start()
         writer.close()  # the worker holds the only writing end now
     try:
-        yield from _schedule(load_nlp or job.load, items, batch_size, inboxes, [r for r, _ in pipes], processes)
+        network = functools.lru_cache(maxsize=1)(load_nlp or job.load)  # loaded once, when a worker first needs it
+        yield from _schedule(network, items, batch_size, inboxes, [r for r, _ in pipes], processes,
+                             merge)
     finally:
         for inbox in inboxes:
             inbox.put(None)
@@ -142,15 +160,8 @@ def run(job: Job, items: Iterable[Any], cpu_workers: int, batch_size: int = 32,
             reader.close()
 
 
-def _check_pipeline(nlp: Language) -> None:
-    for name, component in nlp.pipeline:
-        if isinstance(component, DiseaseRecognizer) and component.settings.compat != "words":
-            raise ValueError(f"CPU workers run the words reading; component {name!r} has compat="
-                             f"{component.settings.compat!r}. Run it without cpu workers.")
-
-
 def _schedule(load_nlp: Callable[[], Language], items: Iterable[Any], batch_size: int, inboxes: List[Any],
-              readers: List[Connection], processes: List[Any]) -> Iterator[Any]:
+              readers: List[Connection], processes: List[Any], merge: Optional[bool]) -> Iterator[Any]:
     """Hand chunks to the least busy worker, forward what they prepare, yield results in order."""
     chunks = iter(lambda it=iter(items): list(islice(it, batch_size)), [])
     busy = [0] * len(inboxes)
@@ -169,41 +180,61 @@ def _schedule(load_nlp: Callable[[], Language], items: Iterable[Any], batch_size
             sent += 1
         if emitted == sent and exhausted:
             return
-        kind, worker, chunk_id, payload = _receive(readers, processes)
-        if kind == "forward":
-            name, windows, heads, n_words = payload
-            tagger = load_nlp().get_pipe(name).tagger
-            tagger.ready()
-            inboxes[worker].put(("resume", chunk_id, stages.run_windows(tagger, windows, heads, n_words)))
-        elif kind == "done":
-            busy[worker] -= 1
-            done[chunk_id] = payload
-            while emitted in done:
-                yield from done.pop(emitted)
-                emitted += 1
-        else:
-            raise WorkerError(f"CPU worker {worker} failed: {payload}")
+        waiting: Dict[str, List[Tuple[int, int, Any]]] = {}  # component → (worker, chunk, windows) asking for it
+        for kind, worker, chunk_id, payload in _receive(readers, processes):
+            if kind == "forward":
+                name, windows = payload
+                waiting.setdefault(name, []).append((worker, chunk_id, windows))
+            elif kind == "done":
+                busy[worker] -= 1
+                done[chunk_id] = payload
+            else:
+                raise WorkerError(f"CPU worker {worker} failed: {payload}")
+        for name, asking in waiting.items():
+            nlp = load_nlp()
+            for group in _forward_groups(nlp, name, asking, merge):
+                for (worker, chunk_id, _), probs in zip(group, steps.forward(nlp, name, [a[2] for a in group])):
+                    inboxes[worker].put(("resume", chunk_id, probs))
+        while emitted in done:
+            yield from done.pop(emitted)
+            emitted += 1
 
 
-def _receive(readers: List[Connection], processes: List[Any]) -> Tuple[str, int, int, Any]:
-    """The next message of any worker; a worker that died meanwhile is an error, not a wait."""
+def _forward_groups(nlp: Language, name: str, asking: List[Tuple[int, int, Any]],
+                    merge: Optional[bool]) -> List[List[Tuple[int, int, Any]]]:
+    """The requests for component ``name`` run together: all of them when merging, else one by one."""
+    if merge is None:
+        merge = nlp.get_pipe(name).tagger.device.type != "cpu"
+    return [asking] if merge else [[request] for request in asking]
+
+
+def _receive(readers: List[Connection], processes: List[Any]) -> List[Tuple[str, int, int, Any]]:
+    """The messages the workers have sent, at least one (waiting for it); a worker that died
+    meanwhile is an error, not a wait."""
+    received: List[Tuple[str, int, int, Any]] = []
+    timeout: Optional[float] = POLL_S
     while True:
-        for ready in wait(readers, timeout=POLL_S):
-            k = readers.index(ready)
+        ready = wait(readers, timeout=timeout)
+        for reader in ready:
+            k = readers.index(reader)
             try:
-                return ready.recv()
+                received.append(reader.recv())
             except (EOFError, OSError):
                 processes[k].join(timeout=POLL_S)
                 raise WorkerError(
                     f"CPU worker {k} (pid {processes[k].pid}) died with exit code {processes[k].exitcode}; its "
                     "documents were not annotated (if memory ran out, use fewer --cpu-workers)") from None
+        if received and not ready:
+            return received
+        if received:
+            timeout = 0  # take what else is there already, without waiting
 
 
 def _serve(job: Job, worker: int, inbox: Any, outbox: Connection) -> None:
     """A worker's loop: start chunks, resume them when their probabilities come back."""
     try:
         nlp = job.load()
-        _check_pipeline(nlp)
+        steps.check_cpu_steps(nlp)
         pending: Dict[int, Generator] = {}
         while True:
             message = inbox.get()
@@ -223,18 +254,11 @@ def _serve(job: Job, worker: int, inbox: Any, outbox: Connection) -> None:
 
 
 def _chunk(job: Job, nlp: Language, items: List[Any]) -> Generator[Tuple[str, Any], Any, None]:
-    """One chunk through the pipeline; pauses at each ``dt4h_disease`` for the network."""
+    """One chunk through the pipeline; pauses at each ``dt4h_disease`` that serves one of its
+    docs, for the network in the main process."""
     docs, keys = job.read(nlp, items)
-    for name, component in nlp.pipeline:
-        if isinstance(component, DiseaseRecognizer):
-            heads = [component.heads_for(doc) for doc in docs]
-            served = [i for i, doc_heads in enumerate(heads) if doc_heads]
-            if served:
-                prepared = component.preprocess([docs[i] for i in served], [heads[i] for i in served])
-                # the windows only: the words' texts stay here
-                probs = yield ("forward", (name, prepared.windows, [d.heads for d in prepared.docs],
-                                           [d.n_words for d in prepared.docs]))
-                component.set_annotations(docs, component.batch_of(len(docs), served, prepared, probs))
-        else:
-            docs = list(component.pipe(docs)) if hasattr(component, "pipe") else [component(doc) for doc in docs]
+    docs, paused = steps.advance(nlp, docs)
+    while paused is not None:
+        probs = (yield ("forward", (paused.name, paused.window_set))) if paused.served else []
+        docs, paused = steps.advance(nlp, docs, paused, probs)
     yield ("done", job.write(nlp, docs, keys))
