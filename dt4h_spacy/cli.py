@@ -158,8 +158,9 @@ def predict_command(
         "--n-process", min=1, help="Worker processes (spaCy's nlp.pipe n_process); each runs torch on one thread.")] = 1,
     cpu_workers: Annotated[int, typer.Option(
         "--cpu-workers", min=0, help="CPU processes that tokenize, window, decode and write spans, feeding the network "
-                                     "in this process (e.g. on --device cuda); 0: none. Not with --n-process or "
-                                     "--compat authors.")] = 0,
+                                     "in this process (e.g. on --device cuda); with --engine ray, CPU actors per CPU "
+                                     "step feeding the --workers actors, which then only run the network. 0: none. "
+                                     "Not with --n-process or --compat authors.")] = 0,
     compat: Annotated[Compat, typer.Option(
         "--compat", help="words: label spaCy's tokens (default). authors: the authors' published script, "
                          "exactly (raw text, its windows and vote; mentions may cross lines).")] = Compat.words,
@@ -173,7 +174,8 @@ def predict_command(
         "--engine", help="local: this process (--n-process). ray: Ray Data with an actor pool of pipelines "
                          "(pip install '.[ray]' in the dt4h_spacy folder), on a local Ray or the cluster of --ray-address.")
     ] = EngineName.local,
-    workers: Annotated[int, typer.Option("--workers", min=1, help="Ray actors, each holding one pipeline.")] = 1,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Ray actors, each holding one pipeline (with "
+                                                                   "--cpu-workers: running its networks only).")] = 1,
     gpus_per_worker: Annotated[float, typer.Option(
         "--gpus-per-worker", min=0.0, help="GPUs each Ray actor reserves (e.g. 1, or 0.5 to share one); use with "
                                            "--device cuda.")] = 0.0,
@@ -218,7 +220,7 @@ def predict_command(
         from .engines.ray import ray_engine
 
         annotate = ray_engine(pipelines, batch_size, workers, gpus_per_worker, cpus_per_worker, ray_address,
-                              quiet)
+                              quiet, cpu_workers)
     else:
         if cpu_workers and (n_process > 1 or compat is Compat.authors):
             raise typer.BadParameter("--cpu-workers runs the words reading in one network process; drop "

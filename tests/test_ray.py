@@ -183,20 +183,11 @@ def test_ray_reads_a_table_with_malformed_lines_in_its_encoding_as_the_local_eng
     assert {json.loads(line)["text"] for line in written.splitlines()} >= {"miocarditis aguda", "neumonía"}
 
 
-def test_a_ray_worker_killed_mid_job_is_restarted_and_the_rows_are_those_of_an_uninterrupted_run(
-        tmp_path, local_ray, monkeypatch, trained_checkpoint, tiny_base_model):
-    """SIGKILL of the actor's process (not the driver's) while it holds a batch: Ray restarts
-    the actor and retries the batch; nothing is lost or written twice."""
-    source = tmp_path / "notes.parquet"
-    rows = [{"id": f"nota-{n:02d}", "text": text} for n, text in enumerate(
-        ["El paciente presenta miocarditis aguda y dolor.", "La paciente presenta neumonía y diabetes."] * 10)]
-    pyarrow.parquet.write_table(pyarrow.Table.from_pylist(rows), source)
-    marks = tmp_path / "marks"
+def marking(actor: type, marks: Path) -> type:
+    """``actor`` that notes its process id and batch number in ``marks`` as each batch starts, then takes a while."""
     marks.mkdir()
 
-    class Marking(engine.PipelineActor):
-        """Notes its process id and batch number as each batch starts, then takes a while."""
-
+    class Marking(actor):
         calls = 0
 
         def __call__(self, batch):
@@ -205,9 +196,14 @@ def test_a_ray_worker_killed_mid_job_is_restarted_and_the_rows_are_those_of_an_u
             time.sleep(0.3)
             return super().__call__(batch)
 
+    return Marking
+
+
+def kill_in_the_second_batch(marks: Path):
+    """A thread that SIGKILLs the first actor (see :func:`marking`) to start its second batch, and the pids it killed."""
     killed = []
 
-    def kill_the_actor_in_its_second_batch():
+    def kill():
         deadline = time.monotonic() + 120
         while not killed and time.monotonic() < deadline:
             second = [name for name in os.listdir(marks) if name.endswith("-2")]
@@ -217,9 +213,22 @@ def test_a_ray_worker_killed_mid_job_is_restarted_and_the_rows_are_those_of_an_u
                 killed.append(pid)
             time.sleep(0.02)
 
-    monkeypatch.setattr(engine, "PipelineActor", Marking)
-    watcher = threading.Thread(target=kill_the_actor_in_its_second_batch, daemon=True)
+    watcher = threading.Thread(target=kill, daemon=True)
     watcher.start()
+    return watcher, killed
+
+
+def test_a_ray_worker_killed_mid_job_is_restarted_and_the_rows_are_those_of_an_uninterrupted_run(
+        tmp_path, local_ray, monkeypatch, trained_checkpoint, tiny_base_model):
+    """SIGKILL of the actor's process (not the driver's) while it holds a batch: Ray restarts
+    the actor and retries the batch; nothing is lost or written twice."""
+    source = tmp_path / "notes.parquet"
+    rows = [{"id": f"nota-{n:02d}", "text": text} for n, text in enumerate(
+        ["El paciente presenta miocarditis aguda y dolor.", "La paciente presenta neumonía y diabetes."] * 10)]
+    pyarrow.parquet.write_table(pyarrow.Table.from_pylist(rows), source)
+    marks = tmp_path / "marks"
+    monkeypatch.setattr(engine, "PipelineActor", marking(engine.PipelineActor, marks))
+    watcher, killed = kill_in_the_second_batch(marks)
     args = [str(source), "--lang", "es", "--checkpoint", str(trained_checkpoint), "--base-model", str(tiny_base_model),
             "--batch-size", "2", "--with-scores"]
     result = CliRunner().invoke(app, ["predict", args[0], str(tmp_path / "ray.tsv"), *args[1:], "--engine", "ray"])
@@ -309,3 +318,76 @@ def test_an_actors_warnings_reach_the_user_as_the_local_engines_do_even_with_q(t
                       "family only"]
     assert "RayDeprecationWarning" not in result.stderr
     assert (tmp_path / "ray.tsv").read_text(encoding="utf-8") == (tmp_path / "local.tsv").read_text(encoding="utf-8")
+
+
+CHAIN = ["--cpu-workers", "1", "--cpus-per-worker", "0.2"]  # five pools (CPU, device, CPU, device, CPU) fit 2 CPUs
+
+
+def test_the_cpu_to_device_chain_gives_the_rows_and_messages_of_one_process(tmp_path, local_ray,
+                                                                            two_component_pipeline):
+    """``--cpu-workers`` under Ray: CPU actors tokenize and prepare windows, device actors run
+    each component's network (the windows of several chunks together), CPU actors write the
+    spans, qualify them and make the rows; a table with a malformed line, a repeated id and a
+    language only one component serves."""
+    source = tmp_path / "notes.jsonl"
+    rows = [{"id": name, "text": text, "lang": name.split("-")[1]} for name, text in NOTES.items()]
+    rows.insert(1, {"id": "MultiClinNER-es-test-disease-00001", "text": "otra vez", "lang": "es"})
+    rows.append({"id": "note-en", "text": "The patient has asthma.", "lang": "en"})
+    rows.append({"id": "note-negated", "text": "El paciente presenta diabetes . Sin neumonía .", "lang": "es"})
+    lines = [json.dumps(row, ensure_ascii=False) for row in rows]
+    lines.insert(3, '{"id": "cortada", "text": "sin')
+    source.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    args = [str(source), "--model", str(two_component_pipeline), "--lang-column", "lang", "--context-columns",
+            "--with-scores", "--batch-size", "2", "-q"]
+    local = CliRunner().invoke(app, ["predict", args[0], str(tmp_path / "local.tsv"), *args[1:]])
+    result = CliRunner().invoke(app, ["predict", args[0], str(tmp_path / "chain.tsv"), *args[1:], "--engine", "ray",
+                                      *CHAIN])
+    assert (local.exit_code, result.exit_code) == (1, 1), result.output
+    said = [line for line in result.stderr.splitlines() if line.startswith(("error:", "warning:"))]
+    assert said == [line for line in local.stderr.splitlines() if line.startswith(("error:", "warning:"))]
+    assert len(said) == 3 and "annotated by family only" in said[0], said
+    written = (tmp_path / "chain.tsv").read_text(encoding="utf-8")
+    assert written == (tmp_path / "local.tsv").read_text(encoding="utf-8")
+    assert all(text in written for text in ("miocarditis aguda", "scompenso", "infarct acut", "\ttrue"))
+
+
+def test_a_device_actor_killed_mid_job_in_the_chain_loses_nothing(tmp_path, local_ray, monkeypatch,
+                                                                  trained_checkpoint, tiny_base_model):
+    source = tmp_path / "notes.parquet"
+    rows = [{"id": f"nota-{n:02d}", "text": text} for n, text in enumerate(
+        ["El paciente presenta miocarditis aguda y dolor.", "La paciente presenta neumonía y diabetes."] * 12)]
+    pyarrow.parquet.write_table(pyarrow.Table.from_pylist(rows), source)
+    marks = tmp_path / "marks"
+    monkeypatch.setattr(engine, "DEVICE_CHUNKS", 1)
+    monkeypatch.setattr(engine, "_DeviceStep", marking(engine._DeviceStep, marks))
+    watcher, killed = kill_in_the_second_batch(marks)
+    args = [str(source), "--lang", "es", "--checkpoint", str(trained_checkpoint), "--base-model", str(tiny_base_model),
+            "--batch-size", "2", "--with-scores"]
+    result = CliRunner().invoke(app, ["predict", args[0], str(tmp_path / "chain.tsv"), *args[1:], "--engine", "ray",
+                                      *CHAIN])
+    watcher.join()
+    assert result.exit_code == 0, result.output
+    assert killed and {int(name.split("-")[0]) for name in os.listdir(marks)} - set(killed), "no actor took over"
+    local = CliRunner().invoke(app, ["predict", args[0], str(tmp_path / "local.tsv"), *args[1:]])
+    assert local.exit_code == 0, local.output
+    written = (tmp_path / "chain.tsv").read_text(encoding="utf-8")
+    assert written == (tmp_path / "local.tsv").read_text(encoding="utf-8")
+    assert written.count("miocarditis aguda") == 12 and written.count("neumonía") == 12
+
+
+class FakeRay:
+    def __init__(self, **resources):
+        self.resources = resources
+
+    def cluster_resources(self):
+        return self.resources
+
+
+def test_a_chain_whose_actors_cannot_all_start_on_this_machine_is_refused_not_left_waiting():
+    with pytest.raises(engine.UsageError, match=r"need 4 CPUs \(3 pool\(s\) of --cpus-per-worker 1, and one for "
+                                                r"cutting the input into batches\), this machine's Ray has 2; lower "
+                                                r"--cpus-per-worker to 0.33 or less"):
+        engine._check_resources(FakeRay(CPU=2.0), 3, 1.0, 0.0)
+    with pytest.raises(engine.UsageError, match=r"--gpus-per-worker 1, but this machine's Ray has 0 GPUs"):
+        engine._check_resources(FakeRay(CPU=16.0), 3, 1.0, 1.0)
+    engine._check_resources(FakeRay(CPU=2.0, GPU=1.0), 3, 0.25, 1.0)
