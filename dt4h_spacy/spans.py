@@ -16,6 +16,7 @@ from typing import Callable, List, Optional, Sequence, Tuple, TypeVar
 
 import numpy
 from spacy.attrs import IDX, IS_PUNCT, IS_SPACE, LENGTH, ORTH, SPACY
+from spacy.strings import StringStore
 from spacy.tokens import Doc, Span
 
 from .decoding import WordEntity, decode_bio
@@ -70,10 +71,20 @@ def glued_words(doc: Doc, words: numpy.ndarray) -> numpy.ndarray:
         return out
     orth, spaced = doc.to_array([ORTH, SPACY]).T
     strings = doc.vocab.strings
-    for k in numpy.flatnonzero((words > 0) & (spaced[numpy.maximum(words - 1, 0)] == 0)).tolist():
-        i = int(words[k])
-        out[k] = strings[orth[i - 1]][-1:].isalnum() and strings[orth[i]][:1].isalnum()
+    touching = numpy.flatnonzero((words > 0) & (spaced[numpy.maximum(words - 1, 0)] == 0))
+    after_alnum = per_string(strings, orth[words[touching] - 1], lambda text: text[-1:].isalnum())
+    alnum = per_string(strings, orth[words[touching]], lambda text: text[:1].isalnum())
+    out[touching] = after_alnum & alnum
     return out
+
+
+def per_string(strings: StringStore, orths: numpy.ndarray, test: Callable[[str], bool]) -> numpy.ndarray:
+    """``test`` of the string of each of ``orths``, run once per distinct string: a doc's
+    tokens repeat few strings, so the Python work is per word type, not per token."""
+    if not len(orths):
+        return numpy.zeros(0, dtype=bool)
+    distinct, where = numpy.unique(orths, return_inverse=True)
+    return numpy.array([test(strings[orth]) for orth in distinct.tolist()], dtype=bool)[where.reshape(-1)]
 
 
 def entity_bounds(
@@ -165,13 +176,14 @@ def make_spans(
     label_ids = {label: doc.vocab.strings.add(label) for label in set(labels)}  # an id: no lookup per span
     spans = [Span(doc, s, e, label=label_ids[label]) for s, e, label in zip(starts.tolist(), ends.tolist(), labels)]
     orth, strings = doc.to_array(ORTH), doc.vocab.strings
-    for k, (s, e) in enumerate(zip(starts.tolist(), ends.tolist())):
-        if _trimmable(strings[orth[s]][0]) or _trimmable(strings[orth[e - 1]][-1]):
-            text = spans[k].text
-            first, last = trim(text, 0, len(text))
-            if 0 < first < last or first < last < len(text):
-                doc.user_data[offsets_key(start_chars[k], end_chars[k], labels[k])] = (
-                    start_chars[k] + first, start_chars[k] + last)
+    edged = (per_string(strings, orth[starts], lambda text: _trimmable(text[0]))
+             | per_string(strings, orth[ends - 1], lambda text: _trimmable(text[-1])))
+    for k in numpy.flatnonzero(edged).tolist():
+        text = spans[k].text
+        first, last = trim(text, 0, len(text))
+        if 0 < first < last or first < last < len(text):
+            doc.user_data[offsets_key(start_chars[k], end_chars[k], labels[k])] = (
+                start_chars[k] + first, start_chars[k] + last)
     return spans
 
 

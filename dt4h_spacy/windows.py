@@ -159,6 +159,8 @@ def _most_central(first: numpy.ndarray, bounds: Sequence[tuple], n_subwords: int
     Windows are sorted, so only the few that hold a word are compared: memory stays linear
     in the document (a windows x words matrix needs tens of GB for a 5 MB file).
     """
+    if len(bounds) == 1:  # the usual piece: whole sentences in one window, which owns every word
+        return numpy.zeros(len(first), dtype=numpy.int64)
     starts = numpy.array([b[0] for b in bounds])
     ends = numpy.array([b[1] for b in bounds])
     big = numpy.iinfo(numpy.int64).max
