@@ -17,7 +17,6 @@ from itertools import chain
 from pathlib import Path
 from typing import (
     Any,
-    Callable,
     Deque,
     Dict,
     Iterable,
@@ -204,7 +203,8 @@ def load_pipeline(model: str, settings: Mapping[str, Any]) -> Language:
     dt4h_disease components, as config overrides."""
     config = spacy.util.load_config(_saved_config_path(model))
     names = [name for name, block in config.get("components", {}).items() if block.get("factory") == FACTORY]
-    return spacy.load(model, config={f"components.{name}.{key}": value for name in names for key, value in settings.items()})
+    overrides = {f"components.{name}.{key}": value for name in names for key, value in settings.items()}
+    return spacy.load(model, config=overrides)
 
 
 def served_languages(nlp: Language) -> Optional[Set[str]]:
@@ -324,9 +324,6 @@ class Pipelines:
                 self._languages[code] = blank
         return self._languages[code]
 
-    def _tokenizer(self, code: str) -> Callable[[str], Doc]:
-        return self._language(code).make_doc
-
     def restore(self, data: bytes, code: str) -> Doc:
         """A doc of language ``code`` tokenized by :meth:`make_doc` in another process and sent
         as ``Doc.to_bytes``, restored with the vocab that tokenized it (lexical attributes are
@@ -343,7 +340,7 @@ class Pipelines:
         except RoutingError:
             if document.text.strip():
                 raise
-            doc = self._tokenizer("xx")(document.text)
+            doc = self._language("xx").make_doc(document.text)
             doc._.dt4h_lang = "xx"
             return doc
         self.load()
@@ -356,7 +353,7 @@ class Pipelines:
             warning(f"{document.name} is in {found}, which the model has no head for; annotated as "
                        f"{code} (--fallback-lang)")
         self._report_partial_service(document.name, code)
-        doc = self._tokenizer(code)(document.text)
+        doc = self._language(code).make_doc(document.text)
         doc._.dt4h_lang = code
         return doc
 

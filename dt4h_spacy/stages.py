@@ -189,8 +189,12 @@ def run_sets(tagger: "WordTagger", sets: Sequence[WindowSet]) -> List[List[Dict[
     return [out[lo:hi] for lo, hi in zip(offsets, offsets[1:])]
 
 
+# The batches a forward step ran: their windows, the collated batch, its probabilities.
+Fitted = List[Tuple[List[Window], WindowBatch, Dict[str, numpy.ndarray]]]
+
+
 def forward_fitting(tagger: "WordTagger", members: List[Window], batch: WindowBatch,
-                    heads: Sequence[Tuple[str, ...]]) -> List[Tuple[List[Window], WindowBatch, Dict[str, numpy.ndarray]]]:
+                    heads: Sequence[Tuple[str, ...]]) -> Fitted:
     """:func:`forward` of ``batch``; if the device has no memory for it, the batch again in
     halves, and the tagger's batches from then on at most half as many windows (warned as they
     shrink; a batch planned larger is split before it is tried), so a GPU shared with other
@@ -213,7 +217,7 @@ def forward_fitting(tagger: "WordTagger", members: List[Window], batch: WindowBa
                       "window(s) (a lower batch_size or max_batch_subwords avoids the retry)", RuntimeWarning,
                       stacklevel=2)
     half = len(members) // 2
-    found = []
+    found: Fitted = []
     for part in (members[:half], members[half:]):
         part_batch = collate(part, [heads[w.doc] for w in part], tagger.tokenizer.pad_token_id)
         found += forward_fitting(tagger, part, part_batch, heads)

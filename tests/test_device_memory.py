@@ -45,7 +45,8 @@ def test_a_batch_without_device_memory_runs_again_in_halves_with_the_same_probab
     nlp = make_nlp("es", checkpoint=trained_checkpoint, max_length=40, stride=8, batch_size=8)
     calls: list = []
     limit_windows(monkeypatch, 1, calls)
-    with pytest.warns(RuntimeWarning, match=r"ran out of memory on a batch of 8 windows .* batches now hold at most 4 window"):
+    shrunk = r"ran out of memory on a batch of 8 windows .* batches now hold at most 4 window"
+    with pytest.warns(RuntimeWarning, match=shrunk):
         got = probabilities(nlp, texts)
     assert all(numpy.array_equal(a[k], b[k]) for a, b in zip(got, one_by_one) for k in a)
     assert calls[0] == 8 and max(calls[1:]) <= 4, calls
@@ -55,8 +56,9 @@ def test_a_batch_without_device_memory_runs_again_in_halves_with_the_same_probab
 def test_one_window_without_device_memory_is_an_error_naming_the_way_out(make_nlp, trained_checkpoint, monkeypatch):
     nlp = make_nlp("es", checkpoint=trained_checkpoint, max_length=40, stride=8, batch_size=1)
     limit_windows(monkeypatch, 0, [])
-    with pytest.raises(DeviceMemoryError, match=r"has no memory for one window of \d+ subwords \(CUDA out of memory\. "
-                                                r"Tried to allocate 2\.00 GiB .*\); free the device .* lower max_length"):
+    with pytest.raises(DeviceMemoryError, match=r"has no memory for one window of \d+ subwords \(CUDA out of "
+                                                r"memory\. Tried to allocate 2\.00 GiB .*\); free the device .* "
+                                                r"lower max_length"):
         probabilities(nlp, [clinical_case(0)])
 
 

@@ -200,7 +200,7 @@ def marking(actor: type, marks: Path) -> type:
 
 
 def kill_in_the_second_batch(marks: Path):
-    """A thread that SIGKILLs the first actor (see :func:`marking`) to start its second batch, and the pids it killed."""
+    """A thread that SIGKILLs the first actor (see :func:`marking`) to start its second batch; the pids killed."""
     killed = []
 
     def kill():

@@ -419,8 +419,8 @@ def _check_resources(ray: Any, pools: int, cpus_per_worker: float, gpus: float) 
     if have.get("CPU", 0.0) + 1e-9 < cpus:
         most = math.floor((have.get("CPU", 0.0) - 1) / pools * 100) / 100
         advice = f"lower --cpus-per-worker to {most:g} or less" if most > 0 else "run it on a machine with more CPUs"
-        raise UsageError(f"the Ray actors need {cpus:g} CPUs ({pools} pool(s) of --cpus-per-worker {cpus_per_worker:g}, "
-                         f"and one for cutting the input into batches), this machine's Ray has "
+        raise UsageError(f"the Ray actors need {cpus:g} CPUs ({pools} pool(s) of --cpus-per-worker "
+                         f"{cpus_per_worker:g}, and one for cutting the input into batches), this machine's Ray has "
                          f"{have.get('CPU', 0.0):g}; {advice}", option="--cpus-per-worker")
     if gpus and have.get("GPU", 0.0) + 1e-9 < gpus:
         raise UsageError(f"--gpus-per-worker {gpus:g}, but this machine's Ray has {have.get('GPU', 0.0):g} GPUs; "
