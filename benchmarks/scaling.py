@@ -25,10 +25,11 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import pyarrow
 import pyarrow.parquet
+from throughput import cpu_info
 
 from dt4h_spacy.testing import (
     build_tiny_base_model,
@@ -65,6 +66,10 @@ def timed(command: List[str], env: Dict[str, str]) -> float:
     return time.perf_counter() - start
 
 
+def ratio(rate: Dict[str, float], over: str, under: str) -> Optional[float]:
+    return round(rate[over] / rate[under], 2) if over in rate and under in rate else None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small encoder (4 layers, hidden 256), 24 notes "
@@ -72,6 +77,8 @@ def main() -> None:
     parser.add_argument("--notes", type=int, default=None, help="notes in the table (default 60; --quick: 24)")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=list(CONFIGS),
+                        help="configurations to run (default all; the ratios need their two)")
     args = parser.parse_args()
     layers, hidden = (4, 256) if args.quick else (12, 768)
     n_notes = args.notes or (24 if args.quick else 60)
@@ -85,32 +92,35 @@ def main() -> None:
     pyarrow.parquet.write_table(pyarrow.Table.from_pylist(rows[:1]), work / "one.parquet")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_AUTH_MODE": "disabled"}
     load_start = os.getloadavg()[0]
-    walls: Dict[str, List[float]] = {name: [] for name in CONFIGS}
-    fixed: Dict[str, List[float]] = {name: [] for name in CONFIGS}
+    configs = {name: CONFIGS[name] for name in args.configs}
+    walls: Dict[str, List[float]] = {name: [] for name in configs}
+    fixed: Dict[str, List[float]] = {name: [] for name in configs}
     for round_number in range(args.rounds):
-        for name, options in CONFIGS.items():
+        for name, options in configs.items():
             for table, into in (("one.parquet", fixed), ("notes.parquet", walls)):
                 output = work / f"{name}-{round_number}-{table}.tsv"
                 command = [sys.executable, "-m", "dt4h_spacy", "predict", str(work / table), str(output), "-q",
                            "--checkpoint", str(checkpoint), "--base-model", str(base), *options]
                 into[name].append(timed(command, env))
-    outputs = {name: (work / f"{name}-0-notes.parquet.tsv").read_text(encoding="utf-8") for name in CONFIGS}
+                print(f"  round {round_number + 1} {name} {table}: {into[name][-1]:.1f} s", file=sys.stderr, flush=True)
+    outputs = {name: (work / f"{name}-0-notes.parquet.tsv").read_text(encoding="utf-8") for name in configs}
     rate = {name: round(words / max(statistics.median(walls[name]) - statistics.median(fixed[name]), 1e-6), 1)
-            for name in CONFIGS}
+            for name in configs}
     report = {
-        "date": time.strftime("%Y-%m-%d"), "machine": f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}",
+        "date": time.strftime("%Y-%m-%d"), "cores": os.cpu_count(), "cpu": cpu_info(),
         "python": platform.python_version(), "encoder": {"layers": layers, "hidden": hidden},
         "notes": n_notes, "words": words, "load_average": [round(load_start, 2), round(os.getloadavg()[0], 2)],
         "words_per_s": rate, "fixed_cost_s": {n: round(statistics.median(v), 1) for n, v in fixed.items()},
-        "local_2_over_local_1": round(rate["local_2"] / rate["local_1"], 2),
-        "ray_2_over_local_2": round(rate["ray_2"] / rate["local_2"], 2),
+        "work_s": {n: [round(w, 1) for w in v] for n, v in walls.items()},
+        "local_2_over_local_1": ratio(rate, "local_2", "local_1"),
+        "ray_2_over_local_2": ratio(rate, "ray_2", "local_2"),
         "same_rows": len(set(outputs.values())) == 1,
     }
     # At the end the 1-minute load average still counts the last configuration's two workers.
     others_end = report["load_average"][1] - 2
     busy = max(report["load_average"][0], others_end) > 0.5 * (os.cpu_count() or 1)
     report["reliable"] = not busy
-    for name in CONFIGS:
+    for name in configs:
         print(f"{name:8s} {rate[name]:8.1f} words/s  (fixed cost {report['fixed_cost_s'][name]} s)")
     print(f"local_2 / local_1 = {report['local_2_over_local_1']}; ray_2 / local_2 = {report['ray_2_over_local_2']} "
           f"(target >= 0.85); identical rows: {report['same_rows']}" + ("; machine busy: ratios unreliable" if busy else ""))
