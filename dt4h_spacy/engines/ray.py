@@ -58,6 +58,7 @@ from . import steps
 READ_CPUS = 0.25
 DEVICE_CHUNKS = 4  # chunks (of --batch-size documents) whose windows a device step batches together
 RETRIES = 3  # restarts of a dead actor, and retries of its batch: bounded, so a batch that kills every actor ends the run
+ACTOR_OPTIONS = {"max_restarts": RETRIES, "max_task_retries": RETRIES, "batch_format": "pyarrow"}  # every map_batches
 DOCUMENT_ROWS = pyarrow.schema([("where", pyarrow.string()), ("error", pyarrow.string()), ("id", pyarrow.string()),
                                 ("text", pyarrow.string()), ("lang", pyarrow.string()), ("metadata", pyarrow.string())])
 
@@ -391,21 +392,20 @@ def _chain(ray: Any, dataset: Any, pipelines: Pipelines, source: Source, done: S
     the last makes the result rows). Chunks are pickled between our own actors of this job."""
     names = pipelines.device_components()
     cpu_side = pipelines.for_cpu_steps()
-    retries = {"max_restarts": RETRIES, "max_task_retries": RETRIES, "batch_format": "pyarrow"}
 
     def cpu_step(data: Any, first: bool, last: bool) -> Any:
         return data.map_batches(
             _CpuStep, fn_constructor_kwargs={"pipelines": cpu_side, "source": source, "done": done if first else set(),
                                              "first": first, "last": last},
             batch_size=batch_size if first else 1, compute=ray.data.ActorPoolStrategy(min_size=1, max_size=cpu_workers),
-            num_cpus=cpus_per_worker, **retries)
+            num_cpus=cpus_per_worker, **ACTOR_OPTIONS)
 
     dataset = cpu_step(dataset, True, not names)
     for k, name in enumerate(names):
         dataset = dataset.map_batches(
             _DeviceStep, fn_constructor_kwargs={"pipelines": pipelines, "name": name}, batch_size=DEVICE_CHUNKS,
             compute=ray.data.ActorPoolStrategy(min_size=1, max_size=workers), num_cpus=cpus_per_worker,
-            num_gpus=gpus_per_worker, **retries)
+            num_gpus=gpus_per_worker, **ACTOR_OPTIONS)
         dataset = cpu_step(dataset, False, k == len(names) - 1)
     return dataset
 
@@ -476,10 +476,8 @@ def ray_engine(pipelines: Pipelines, batch_size: int = 32, workers: int = 1, gpu
                     dataset = dataset.map_batches(
                         PipelineActor, fn_constructor_kwargs={"pipelines": pipelines, "source": source, "done": done,
                                                               "batch_size": batch_size},
-                        batch_size=batch_size, batch_format="pyarrow",
-                        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=workers),
-                        num_cpus=cpus_per_worker, num_gpus=gpus_per_worker, max_restarts=RETRIES,
-                        max_task_retries=RETRIES)
+                        batch_size=batch_size, compute=ray.data.ActorPoolStrategy(min_size=1, max_size=workers),
+                        num_cpus=cpus_per_worker, num_gpus=gpus_per_worker, **ACTOR_OPTIONS)
             yield from _results(dataset.iter_batches(batch_size=None, batch_format="pyarrow"), source)
         except ImportError as err:
             raise RunError(f"Ray Data could not import what it needs ({err}); {INSTALL}.", 2) from None
